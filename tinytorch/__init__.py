@@ -1,0 +1,27 @@
+"""tinytorch: a small, readable, fast deep-learning framework in Python and NumPy.
+
+>>> import tinytorch as tt
+>>> w = tt.Tensor([0.5, -1.0], requires_grad=True)
+>>> loss = ((w * 3.0 - 1.0) ** 2).sum()
+>>> loss.backward()
+>>> w.grad
+Tensor([  3., -24.], dtype=float32)
+"""
+
+from tinytorch.core.tensor import (
+    Tensor, arange, cat, concatenate, eye, full, get_default_dtype, manual_seed, ones,
+    ones_like, rand, randn, set_default_dtype, stack, tensor, where, zeros, zeros_like,
+)
+from tinytorch.core.autograd import (
+    enable_grad, gradcheck, is_grad_enabled, no_grad, set_grad_enabled,
+)
+from tinytorch.core import autograd
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Tensor", "tensor", "zeros", "ones", "full", "zeros_like", "ones_like", "randn", "rand",
+    "arange", "eye", "concatenate", "cat", "stack", "where", "manual_seed",
+    "set_default_dtype", "get_default_dtype", "no_grad", "enable_grad", "set_grad_enabled",
+    "is_grad_enabled", "gradcheck", "autograd",
+]

@@ -1,0 +1,5 @@
+import sys
+
+from tinytorch.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""TinyTorch's curriculum modules: tensor, autograd, and (later) activations, layers, losses..."""

@@ -1,0 +1,706 @@
+"""The op table: every differentiable operation, its forward and its gradient rule side by side.
+
+Each class is a graph node (:class:`~tinytorch.core.autograd.Function`):
+
+- ``forward(*values, **params)`` computes the output array from the input arrays and keeps on
+  ``self`` the parameters the gradient needs (an axis, a shape, an index).
+- ``gradient(grad, *values)`` is the chain rule: given dL/d(output) it returns dL/d(input) for
+  each input (None where an input needs none). ``values`` are the inputs (and, for classes
+  with ``saves_output``, the output last).
+
+Gradients may come back in the broadcast shape; the engine sums them down to each input's
+shape in one place (``autograd.unbroadcast``). The rules use only operators and a few helpers
+below that work on NumPy arrays and on Tensors alike, so the same rule can be differentiated
+again (higher-order gradients) without a second copy.
+
+Class names follow TinyTorch (``MulBackward``...) so curriculum code and tests run unchanged.
+"""
+
+import numpy as np
+
+from tinytorch.core.autograd import Function
+from tinytorch.core.tensor import Tensor
+
+__all__ = [
+    "AddBackward", "SubBackward", "MulBackward", "DivBackward", "NegBackward", "PowBackward",
+    "MatmulBackward", "ExpBackward", "LogBackward", "SqrtBackward", "AbsBackward",
+    "TanhBackward", "SigmoidBackward", "ReLUBackward", "SinBackward", "CosBackward",
+    "ClipBackward", "MaximumBackward", "MinimumBackward", "CloneBackward", "CastBackward",
+    "SumBackward", "MeanBackward", "MaxBackward", "MinBackward",
+    "ReshapeBackward", "TransposeBackward", "PermuteBackward", "ExpandBackward",
+    "SliceBackward", "IndexAddBackward", "EmbeddingBackward", "ConcatenateBackward",
+    "StackBackward", "WhereBackward",
+]
+
+
+# ----- helpers shared by the rules (NumPy arrays or Tensors) ------------------------------------
+
+def _exp(v):
+    return v.exp() if isinstance(v, Tensor) else np.exp(v)
+
+
+def _log(v):
+    return v.log() if isinstance(v, Tensor) else np.log(v)
+
+
+def _sin(v):
+    return v.sin() if isinstance(v, Tensor) else np.sin(v)
+
+
+def _cos(v):
+    return v.cos() if isinstance(v, Tensor) else np.cos(v)
+
+
+def _sign(v):
+    """sign(v), a constant: its own derivative is zero almost everywhere."""
+    return Tensor._make(np.sign(v.data)) if isinstance(v, Tensor) else np.sign(v)
+
+
+def _where(condition, a, b):
+    if isinstance(a, Tensor) or isinstance(b, Tensor):
+        from tinytorch.core.tensor import where
+        return where(condition, a, b)
+    return np.where(condition, a, b)
+
+
+def _expand(v, shape):
+    return v.expand(shape) if isinstance(v, Tensor) else np.broadcast_to(v, shape)
+
+
+def _swap_last_two(v):
+    return v.transpose(-2, -1) if isinstance(v, Tensor) else v.swapaxes(-1, -2)
+
+
+def _permute(v, axes):
+    return v.permute(axes) if isinstance(v, Tensor) else v.transpose(axes)
+
+
+def _raw(v):
+    """The array behind a value (for masks and other constants of a rule)."""
+    return v.data if isinstance(v, Tensor) else v
+
+
+def _kept_shape(shape, axis):
+    """The shape of a reduction over ``axis`` with keepdims=True."""
+    if axis is None:
+        return (1,) * len(shape)
+    axes = axis if isinstance(axis, tuple) else (axis,)
+    axes = {a % len(shape) for a in axes}
+    return tuple(1 if i in axes else n for i, n in enumerate(shape))
+
+
+def _expand_reduced(grad, shape, axis):
+    """Spread the gradient of a reduction over ``axis`` back over the input's ``shape``."""
+    return _expand(grad.reshape(_kept_shape(shape, axis)), shape)
+
+
+def _normalise_axis(axis, ndim):
+    if isinstance(axis, list):
+        axis = tuple(axis)
+    if axis is None:
+        return None
+    axes = axis if isinstance(axis, tuple) else (axis,)
+    for a in axes:
+        if not -ndim <= a < max(ndim, 1):
+            raise IndexError(f"axis {a} is out of range for a tensor with {ndim} dims")
+    return axis
+
+
+# ----- arithmetic ----------------------------------------------------------------------------------
+
+class AddBackward(Function):
+    """z = a + b;  dz/da = 1,  dz/db = 1."""
+    __slots__ = ()
+
+    def forward(self, a, b):
+        return a + b
+
+    def gradient(self, grad, a, b):
+        need_a, need_b = self.needs_input_grad
+        return (grad if need_a else None, grad if need_b else None)
+
+
+class SubBackward(Function):
+    """z = a - b;  dz/da = 1,  dz/db = -1."""
+    __slots__ = ()
+
+    def forward(self, a, b):
+        return a - b
+
+    def gradient(self, grad, a, b):
+        need_a, need_b = self.needs_input_grad
+        return (grad if need_a else None, -grad if need_b else None)
+
+
+class MulBackward(Function):
+    """z = a * b;  dz/da = b,  dz/db = a."""
+    __slots__ = ()
+
+    def forward(self, a, b):
+        return a * b
+
+    def gradient(self, grad, a, b):
+        need_a, need_b = self.needs_input_grad
+        return (grad * b if need_a else None, grad * a if need_b else None)
+
+
+class DivBackward(Function):
+    """z = a / b;  dz/da = 1/b,  dz/db = -a/b^2."""
+    __slots__ = ()
+
+    def forward(self, a, b):
+        return a / b
+
+    def gradient(self, grad, a, b):
+        need_a, need_b = self.needs_input_grad
+        return (grad / b if need_a else None, -grad * a / (b * b) if need_b else None)
+
+
+class NegBackward(Function):
+    """z = -a;  dz/da = -1."""
+    __slots__ = ()
+
+    def forward(self, a):
+        return -a
+
+    def gradient(self, grad, a):
+        return (-grad,)
+
+
+class PowBackward(Function):
+    """z = a ** b;  dz/da = b a^(b-1),  dz/db = z ln(a).
+
+    At b == 0 the gradient for a is 0 (also at a == 0), and at a == 0 with b >= 0 the gradient
+    for b is 0, as in PyTorch.
+    """
+    __slots__ = ()
+    saves_output = True
+
+    def forward(self, a, b):
+        return a ** b
+
+    def gradient(self, grad, a, b, out):
+        need_a, need_b = self.needs_input_grad
+        grad_a = grad_b = None
+        if need_a:
+            if isinstance(b, (int, float)):
+                grad_a = grad * 0 if b == 0 else grad * b * a ** (b - 1)
+            else:
+                grad_a = _where(_raw(b) == 0, 0.0, grad * b * a ** (b - 1))
+        if need_b:
+            if isinstance(a, (int, float)):
+                safe_log = float(np.log(a)) if a != 0 else 0.0
+            else:
+                safe_log = _log(_where(_raw(a) == 0, 1.0, a))
+            grad_b = grad * out * safe_log
+        return grad_a, grad_b
+
+
+class MatmulBackward(Function):
+    """Z = A @ B;  dL/dA = dL/dZ @ B^T,  dL/dB = A^T @ dL/dZ (batched; 1-D as NumPy)."""
+    __slots__ = ()
+
+    def forward(self, a, b):
+        a_shape, b_shape = np.shape(a), np.shape(b)
+        if len(a_shape) == 0 or len(b_shape) == 0:
+            raise ValueError(f"matmul: both operands need at least 1 dimension, got shapes "
+                             f"{a_shape} and {b_shape} (use * for scalars)")
+        inner_a = a_shape[-1]
+        inner_b = b_shape[-2] if len(b_shape) > 1 else b_shape[0]
+        if inner_a != inner_b:
+            raise ValueError(f"matmul: shapes {a_shape} and {b_shape} are not aligned: "
+                             f"{inner_a} (last dim of the first) != {inner_b} "
+                             f"({'second-to-last' if len(b_shape) > 1 else 'only'} dim of the second)")
+        try:
+            return np.matmul(a, b)
+        except ValueError:
+            raise ValueError(f"matmul: batch dimensions of shapes {a_shape} and {b_shape} "
+                             f"do not broadcast") from None
+
+    def gradient(self, grad, a, b):
+        need_a, need_b = self.needs_input_grad
+        if a.ndim == 1 and b.ndim == 1:                      # dot product: grad is a scalar
+            return (grad * b if need_a else None, grad * a if need_b else None)
+        if a.ndim == 1:                                      # (n) @ (..., n, m) -> (..., m)
+            grad2 = grad.reshape(grad.shape[:-1] + (1, grad.shape[-1]))
+            grad_a = (grad2 @ _swap_last_two(b)).reshape(grad.shape[:-1] + a.shape) if need_a else None
+            grad_b = a.reshape(a.shape + (1,)) @ grad2 if need_b else None
+            return grad_a, grad_b
+        if b.ndim == 1:                                      # (..., k, n) @ (n) -> (..., k)
+            grad2 = grad.reshape(grad.shape + (1,))
+            grad_a = grad2 @ b.reshape((1,) + b.shape) if need_a else None
+            grad_b = (_swap_last_two(a) @ grad2).reshape(grad.shape[:-1] + b.shape) if need_b else None
+            return grad_a, grad_b
+        return (grad @ _swap_last_two(b) if need_a else None,
+                _swap_last_two(a) @ grad if need_b else None)
+
+
+# ----- elementwise functions ----------------------------------------------------------------------
+
+class ExpBackward(Function):
+    """y = exp(x);  dy/dx = exp(x) = y."""
+    __slots__ = ()
+    saves_output = True
+
+    def forward(self, x):
+        return np.exp(x)
+
+    def gradient(self, grad, x, out):
+        return (grad * out,)
+
+
+class LogBackward(Function):
+    """y = ln(x);  dy/dx = 1/x."""
+    __slots__ = ()
+
+    def forward(self, x):
+        return np.log(x)
+
+    def gradient(self, grad, x):
+        return (grad / x,)
+
+
+class SqrtBackward(Function):
+    """y = sqrt(x);  dy/dx = 1 / (2 sqrt(x)) = 1 / (2y)."""
+    __slots__ = ()
+    saves_output = True
+
+    def forward(self, x):
+        return np.sqrt(x)
+
+    def gradient(self, grad, x, out):
+        return (grad / (out * 2),)
+
+
+class AbsBackward(Function):
+    """y = |x|;  dy/dx = sign(x) (0 at x = 0)."""
+    __slots__ = ()
+
+    def forward(self, x):
+        return np.abs(x)
+
+    def gradient(self, grad, x):
+        return (grad * _sign(x),)
+
+
+class TanhBackward(Function):
+    """y = tanh(x);  dy/dx = 1 - y^2."""
+    __slots__ = ()
+    saves_output = True
+
+    def forward(self, x):
+        return np.tanh(x)
+
+    def gradient(self, grad, x, out):
+        return (grad * (1 - out * out),)
+
+
+class SigmoidBackward(Function):
+    """y = 1 / (1 + e^-x);  dy/dx = y (1 - y).
+
+    Computed as 1/(1+z) for x >= 0 and z/(1+z) for x < 0 with z = e^-|x| <= 1, so no
+    exponential overflows at any input.
+    """
+    __slots__ = ()
+    saves_output = True
+
+    def __init__(self, input_tensor, output_tensor):
+        super().__init__(input_tensor)
+        self.output_data = output_tensor.data
+
+    def forward(self, x):
+        z = np.exp(-np.abs(x))
+        return np.where(x >= 0, 1.0, z) / (1.0 + z)
+
+    def gradient(self, grad, x, out):
+        return (grad * out * (1 - out),)
+
+
+class ReLUBackward(Function):
+    """y = max(0, x);  dy/dx = 1 where x > 0, else 0."""
+    __slots__ = ()
+
+    def forward(self, x):
+        return np.maximum(x, 0)
+
+    def gradient(self, grad, x):
+        return (grad * (_raw(x) > 0),)
+
+
+class SinBackward(Function):
+    """y = sin(x);  dy/dx = cos(x)."""
+    __slots__ = ()
+
+    def forward(self, x):
+        return np.sin(x)
+
+    def gradient(self, grad, x):
+        return (grad * _cos(x),)
+
+
+class CosBackward(Function):
+    """y = cos(x);  dy/dx = -sin(x)."""
+    __slots__ = ()
+
+    def forward(self, x):
+        return np.cos(x)
+
+    def gradient(self, grad, x):
+        return (-grad * _sin(x),)
+
+
+class ClipBackward(Function):
+    """y = min(max(x, low), high);  dy/dx = 1 where low <= x <= high, else 0."""
+    __slots__ = ("low", "high")
+
+    def forward(self, x, low=None, high=None):
+        self.low, self.high = low, high
+        return np.clip(x, low, high)
+
+    def gradient(self, grad, x):
+        x = _raw(x)
+        inside = np.ones(x.shape, dtype=bool)
+        if self.low is not None:
+            inside &= x >= self.low
+        if self.high is not None:
+            inside &= x <= self.high
+        return (grad * inside,)
+
+
+class MaximumBackward(Function):
+    """z = max(a, b) elementwise; the gradient goes to the larger input, split at ties."""
+    __slots__ = ()
+
+    def forward(self, a, b):
+        return np.maximum(a, b)
+
+    def gradient(self, grad, a, b):
+        return _select_gradient(self.needs_input_grad, grad, _raw(a) > _raw(b), _raw(a) == _raw(b))
+
+
+class MinimumBackward(Function):
+    """z = min(a, b) elementwise; the gradient goes to the smaller input, split at ties."""
+    __slots__ = ()
+
+    def forward(self, a, b):
+        return np.minimum(a, b)
+
+    def gradient(self, grad, a, b):
+        return _select_gradient(self.needs_input_grad, grad, _raw(a) < _raw(b), _raw(a) == _raw(b))
+
+
+def _select_gradient(needs, grad, a_wins, tie):
+    """Gradients of an elementwise choice between a and b: all to the winner, half at ties."""
+    need_a, need_b = needs
+    half = grad * 0.5
+    grad_a = _where(tie, half, _where(a_wins, grad, 0.0)) if need_a else None
+    grad_b = _where(tie, half, _where(a_wins, 0.0, grad)) if need_b else None
+    return grad_a, grad_b
+
+
+class CloneBackward(Function):
+    """y = copy of x;  dy/dx = 1."""
+    __slots__ = ()
+
+    def forward(self, x):
+        return x.copy()
+
+    def gradient(self, grad, x):
+        return (grad,)
+
+
+class CastBackward(Function):
+    """y = x converted to another float dtype;  dy/dx = 1 (the engine casts the gradient back)."""
+    __slots__ = ()
+
+    def forward(self, x, dtype):
+        return x.astype(dtype)
+
+    def gradient(self, grad, x):
+        return (grad,)
+
+
+# ----- reductions ------------------------------------------------------------------------------------
+
+class SumBackward(Function):
+    """y = sum of x over ``axis``;  dy/dx = 1: the gradient is spread back over the summed axes."""
+    __slots__ = ("axis",)
+
+    def __init__(self, tensor, axis=None, keepdims=False):
+        super().__init__(tensor)
+        self.axis = axis
+
+    def forward(self, x, axis=None, keepdims=False):
+        self.axis = _normalise_axis(axis, np.ndim(x))
+        return np.sum(x, axis=self.axis, keepdims=keepdims)
+
+    def gradient(self, grad, x):
+        return (_expand_reduced(grad, x.shape, self.axis),)
+
+
+class MeanBackward(Function):
+    """y = mean of x over ``axis`` (N elements each);  dy/dx = 1/N."""
+    __slots__ = ("axis",)
+
+    def forward(self, x, axis=None, keepdims=False):
+        self.axis = _normalise_axis(axis, np.ndim(x))
+        return np.mean(x, axis=self.axis, keepdims=keepdims)
+
+    def gradient(self, grad, x):
+        count = x.size // max(int(np.prod(_kept_shape(x.shape, self.axis))), 1)
+        return (_expand_reduced(grad, x.shape, self.axis) / count,)
+
+
+class MaxBackward(Function):
+    """y = max of x over ``axis``;  dy/dx = 1 at the maximum (shared equally among ties)."""
+    __slots__ = ("axis",)
+    saves_output = True
+
+    def forward(self, x, axis=None, keepdims=False):
+        self.axis = _normalise_axis(axis, np.ndim(x))
+        if np.size(x) == 0:
+            raise ValueError("max() of an empty tensor")
+        return np.max(x, axis=self.axis, keepdims=keepdims)
+
+    def gradient(self, grad, x, out):
+        return (_extremum_gradient(grad, x, out, self.axis),)
+
+
+class MinBackward(Function):
+    """y = min of x over ``axis``;  dy/dx = 1 at the minimum (shared equally among ties)."""
+    __slots__ = ("axis",)
+    saves_output = True
+
+    def forward(self, x, axis=None, keepdims=False):
+        self.axis = _normalise_axis(axis, np.ndim(x))
+        if np.size(x) == 0:
+            raise ValueError("min() of an empty tensor")
+        return np.min(x, axis=self.axis, keepdims=keepdims)
+
+    def gradient(self, grad, x, out):
+        return (_extremum_gradient(grad, x, out, self.axis),)
+
+
+def _extremum_gradient(grad, x, out, axis):
+    kept = _kept_shape(x.shape, axis)
+    hits = _raw(x) == _raw(out).reshape(kept)
+    share = hits / hits.sum(axis=axis, keepdims=True)
+    return _expand_reduced(grad, x.shape, axis) * share.astype(_raw(x).dtype)
+
+
+# ----- shape operations ----------------------------------------------------------------------------
+
+class ReshapeBackward(Function):
+    """y = x with a new shape;  the gradient is reshaped back to ``original_shape``."""
+    __slots__ = ("original_shape",)
+
+    def __init__(self, tensor, original_shape):
+        super().__init__(tensor)
+        self.original_shape = tuple(original_shape)
+
+    def forward(self, x, shape):
+        self.original_shape = x.shape
+        try:
+            return x.reshape(shape)
+        except ValueError:
+            raise ValueError(f"reshape: cannot reshape a tensor of shape {x.shape} "
+                             f"({x.size} elements) into shape {tuple(shape)}") from None
+
+    def gradient(self, grad, x):
+        return (grad.reshape(self.original_shape),)
+
+
+class TransposeBackward(Function):
+    """y = x with axes dim0 and dim1 swapped (default: the last two);  swap the gradient back."""
+    __slots__ = ("dim0", "dim1")
+
+    def __init__(self, tensor, dim0, dim1):
+        super().__init__(tensor)
+        self.dim0, self.dim1 = dim0, dim1
+
+    def forward(self, x, dim0=None, dim1=None):
+        self.dim0, self.dim1 = dim0, dim1
+        return self._swap(x)
+
+    def _swap(self, v):
+        if self.dim0 is None and self.dim1 is None:
+            return v if v.ndim < 2 else _swap_axes(v, -2, -1)
+        if self.dim0 is None or self.dim1 is None:
+            raise TypeError("transpose: give both dim0 and dim1, or neither")
+        return _swap_axes(v, self.dim0, self.dim1)
+
+    def gradient(self, grad, x):
+        return (self._swap(grad),)
+
+
+def _swap_axes(v, dim0, dim1):
+    if isinstance(v, Tensor):
+        return v.transpose(dim0, dim1)
+    for d in (dim0, dim1):
+        if not -v.ndim <= d < v.ndim:
+            raise IndexError(f"transpose: dim {d} is out of range for a tensor with {v.ndim} dims")
+    return v.swapaxes(dim0, dim1)
+
+
+class PermuteBackward(Function):
+    """y = x with axes reordered by ``axes``;  the gradient is permuted by the inverse order."""
+    __slots__ = ("axes", "inverse_axes")
+
+    def __init__(self, tensor, axes):
+        super().__init__(tensor)
+        self._set_axes(axes, len(axes))
+
+    def _set_axes(self, axes, ndim):
+        axes = tuple(int(a) for a in axes)
+        normalised = tuple(a % ndim for a in axes) if ndim else axes
+        if sorted(normalised) != list(range(ndim)):
+            raise ValueError(f"permute: {axes} is not a permutation of the {ndim} axes")
+        self.axes = normalised
+        self.inverse_axes = tuple(int(i) for i in np.argsort(self.axes))
+
+    def forward(self, x, axes):
+        self._set_axes(axes, x.ndim)
+        return x.transpose(self.axes)
+
+    def gradient(self, grad, x):
+        return (_permute(grad, self.inverse_axes),)
+
+
+class ExpandBackward(Function):
+    """y = x broadcast to ``shape``;  the engine sums the gradient back over the copies."""
+    __slots__ = ()
+
+    def forward(self, x, shape):
+        try:
+            return np.broadcast_to(x, shape)
+        except ValueError:
+            raise ValueError(f"expand: cannot broadcast shape {x.shape} to {tuple(shape)}") from None
+
+    def gradient(self, grad, x):
+        return (grad,)
+
+
+# ----- indexing, joining -------------------------------------------------------------------------
+
+def _has_index_arrays(key):
+    """True when ``key`` uses integer arrays (advanced indexing), where indices may repeat."""
+    keys = key if isinstance(key, tuple) else (key,)
+    return any(isinstance(k, np.ndarray) and k.dtype != bool or isinstance(k, list) for k in keys)
+
+
+class SliceBackward(Function):
+    """y = x[key];  the gradient lands back at the selected positions (summed where repeated)."""
+    __slots__ = ("key", "original_shape")
+
+    def __init__(self, tensor, key):
+        super().__init__(tensor)
+        self.key = key
+        self.original_shape = tensor.shape
+
+    def forward(self, x, key):
+        self.key = key
+        self.original_shape = x.shape
+        try:
+            return x[key]
+        except IndexError as error:
+            raise IndexError(f"index {key!r} is invalid for a tensor of shape {x.shape}: {error}") from None
+
+    def gradient(self, grad, x):
+        return (_scatter_add(grad, self.key, self.original_shape),)
+
+
+def _scatter_add(grad, key, shape):
+    """Zeros of ``shape`` with ``grad`` added at ``key`` (the inverse of ``x[key]``)."""
+    if isinstance(grad, Tensor):
+        from tinytorch.core.autograd import run_op
+        return run_op(IndexAddBackward, grad, key=key, shape=shape)
+    out = np.zeros(shape, dtype=grad.dtype)
+    if _has_index_arrays(key):
+        np.add.at(out, key, grad)
+    else:
+        out[key] = grad
+    return out
+
+
+class IndexAddBackward(Function):
+    """y = zeros(shape) with x added at ``key`` (the gradient of indexing);  dy/dx = y[key]."""
+    __slots__ = ("key",)
+
+    def forward(self, x, key, shape):
+        self.key = key
+        return _scatter_add(x, key, shape)
+
+    def gradient(self, grad, x):
+        return (grad[self.key],)
+
+
+class EmbeddingBackward(Function):
+    """y = weight[indices] (rows looked up);  each used row gets the sum of its gradients."""
+    __slots__ = ("indices",)
+
+    def __init__(self, weight, indices):
+        super().__init__(weight)
+        self.indices = indices.data if isinstance(indices, Tensor) else np.asarray(indices)
+
+    def forward(self, weight, indices):
+        self.indices = indices
+        return weight[indices]
+
+    def gradient(self, grad, weight):
+        return (_scatter_add(grad, self.indices.astype(np.int64), weight.shape),)
+
+
+class ConcatenateBackward(Function):
+    """y = inputs joined along ``axis``;  each input gets its slice of the gradient."""
+    __slots__ = ("axis", "sizes")
+
+    def forward(self, *arrays, axis=0):
+        try:
+            out = np.concatenate(arrays, axis=axis)
+        except ValueError as error:
+            shapes = [a.shape for a in arrays]
+            raise ValueError(f"concatenate along axis {axis}: shapes {shapes} do not fit: {error}") from None
+        self.axis = axis % out.ndim
+        self.sizes = [a.shape[self.axis] for a in arrays]
+        return out
+
+    def gradient(self, grad, *arrays):
+        before = (slice(None),) * self.axis
+        grads, start = [], 0
+        for size, need in zip(self.sizes, self.needs_input_grad):
+            grads.append(grad[before + (slice(start, start + size),)] if need else None)
+            start += size
+        return tuple(grads)
+
+
+class StackBackward(Function):
+    """y = inputs stacked along a new ``axis``;  input i gets the gradient's slice i."""
+    __slots__ = ("axis",)
+
+    def forward(self, *arrays, axis=0):
+        try:
+            out = np.stack(arrays, axis=axis)
+        except ValueError as error:
+            shapes = [a.shape for a in arrays]
+            raise ValueError(f"stack: shapes {shapes} must all be equal: {error}") from None
+        self.axis = axis % out.ndim
+        return out
+
+    def gradient(self, grad, *arrays):
+        before = (slice(None),) * self.axis
+        return tuple(grad[before + (i,)] if need else None
+                     for i, need in enumerate(self.needs_input_grad))
+
+
+class WhereBackward(Function):
+    """z = a where condition else b;  the gradient goes to a where true, to b elsewhere."""
+    __slots__ = ("condition",)
+
+    def forward(self, a, b, condition):
+        self.condition = condition
+        return np.where(condition, a, b)
+
+    def gradient(self, grad, a, b):
+        need_a, need_b = self.needs_input_grad
+        return (_where(self.condition, grad, 0.0) if need_a else None,
+                _where(self.condition, 0.0, grad) if need_b else None)
