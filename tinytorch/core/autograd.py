@@ -438,9 +438,11 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
 # The op table (every Function subclass, forward and gradient side by side) lives in ops.py.
 from tinytorch.core.ops import *  # noqa: E402,F401,F403
 from tinytorch.core.ops import __all__ as _ops_all  # noqa: E402
+from tinytorch.core.functional import *  # noqa: E402,F401,F403
+from tinytorch.core.functional import __all__ as _functional_all  # noqa: E402
 
 __all__ = [
     "Function", "run_op", "backward", "unbroadcast", "gradcheck", "GradcheckError",
     "numerical_gradients", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
     "enable_autograd",
-] + list(_ops_all)
+] + list(_ops_all) + list(_functional_all)

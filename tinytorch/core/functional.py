@@ -1,0 +1,3 @@
+"""Neural-network functions (activations and losses) as fused differentiable ops."""
+
+__all__ = []
