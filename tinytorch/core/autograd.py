@@ -238,28 +238,53 @@ def _count_consumers(roots):
     return consumers
 
 
-def _accumulate_into_leaf(leaf, grad, borrowed):
-    """Add ``grad`` to ``leaf.grad``; the leaf gets an array of its own (never an alias)."""
-    if leaf.grad is None:
-        leaf.grad = Tensor._make(grad.copy() if borrowed else np.asarray(grad))
+def _accumulate(sinks, key, grad, borrowed):
+    """Add ``grad`` into ``sinks[key]``, a Tensor that owns its array (never an alias)."""
+    total = sinks[key]
+    if total is None:
+        if isinstance(grad, Tensor):
+            sinks[key] = grad
+        else:
+            sinks[key] = Tensor._make(grad.copy() if borrowed else np.asarray(grad))
+    elif isinstance(grad, Tensor) or total.grad_fn is not None:
+        sinks[key] = total + grad
     else:
-        np.add(leaf.grad.data, grad, out=leaf.grad.data)
+        np.add(total.data, grad, out=total.data)
 
 
-def _run_backward(roots, root_grads, retain_graph):
-    """Send each root's gradient back through the graph, accumulating into leaves' ``.grad``.
+class _LeafGrads:
+    """The sink of an ordinary backward: a leaf's gradient is summed into ``leaf.grad``."""
 
-    1. Count how many edges lead into each node reachable from the roots.
-    2. Start from the roots' nodes. A node runs once all its consumers have sent their
-       gradient (its count reached zero), so it calls ``apply`` exactly once, with the sum.
-    3. Each input gradient is reduced to the input's shape and dtype (broadcasting) and then
-       either summed into the leaf's ``.grad`` or passed on to the node that made the input.
+    __slots__ = ()
+
+    def __getitem__(self, leaf):
+        return leaf.grad
+
+    def __setitem__(self, leaf, grad):
+        leaf.grad = grad
+
+
+def _run_backward(roots, root_grads, retain_graph, create_graph=False, inputs=None):
+    """Send each root's gradient back through the graph, summing it into the leaves' ``.grad``.
+
+    1. Count how many graph edges lead into each node reachable from the roots.
+    2. Run the roots' nodes. A node runs once all its consumers have sent their gradient (its
+       count reached zero), so it calls its rule exactly once, with the sum.
+    3. Each input gradient is reduced to its input's shape and dtype (after broadcasting) and
+       then summed into the leaf's ``.grad`` or passed on to the node that made the input.
     4. Unless ``retain_graph``, each node drops its saved tensors as soon as it has run.
+
+    With ``create_graph`` the rules run on Tensors, so the gradients are themselves
+    differentiable. With ``inputs`` (used by :func:`grad`) the gradients of those tensors are
+    returned, by id, instead of being summed into ``.grad``.
     """
+    sinks = _LeafGrads() if inputs is None else {id(t): None for t in inputs}
+    captured_nodes = {} if inputs is None else {t.grad_fn: id(t) for t in inputs if t.grad_fn}
     pending = {}                       # node -> gradient of its output, summed so far
     for root, grad in zip(roots, root_grads):
-        if root.grad_fn is None:       # backward() on a leaf: its gradient is the seed itself
-            _accumulate_into_leaf(root, grad, borrowed=True)
+        if root.grad_fn is None:       # backward() of a leaf: its gradient is the seed itself
+            if inputs is None or id(root) in sinks:
+                _accumulate(sinks, root if inputs is None else id(root), grad, borrowed=True)
             continue
         node = root.grad_fn
         pending[node] = pending[node] + grad if node in pending else grad
@@ -270,9 +295,14 @@ def _run_backward(roots, root_grads, retain_graph):
     while ready:
         node = ready.pop()
         grad = pending.pop(node, None)
-        if grad is not None and node.hooks is not None:
-            grad = _run_node_hooks(node, grad)
-        input_grads = node.apply(grad) if grad is not None else (None,) * len(node.saved_tensors)
+        if grad is None:               # no consumer sent a gradient: pass None to every input
+            input_grads = (None,) * len(node.saved_tensors)
+        else:
+            if node.hooks is not None:
+                grad = _run_node_hooks(node, grad)
+            if node in captured_nodes:
+                _accumulate(sinks, captured_nodes[node], grad, borrowed=True)
+            input_grads = _apply_differentiable(node, grad) if create_graph else node.apply(grad)
         for t, g in zip(node.saved_tensors, input_grads):
             if not isinstance(t, Tensor):
                 continue
@@ -287,7 +317,9 @@ def _run_backward(roots, root_grads, retain_graph):
             parent = t.grad_fn
             if parent is None:
                 if g is not None and t.requires_grad:
-                    _accumulate_into_leaf(t, g, borrowed)
+                    key = t if inputs is None else id(t)
+                    if inputs is None or key in sinks:
+                        _accumulate(sinks, key, g, borrowed)
                 continue
             if g is not None:
                 pending[parent] = pending[parent] + g if parent in pending else g
@@ -296,6 +328,23 @@ def _run_backward(roots, root_grads, retain_graph):
                 ready.append(parent)
         if not retain_graph:
             node.release()
+    return sinks
+
+
+def _apply_differentiable(node, grad):
+    """Run ``node``'s rule on Tensors (graph recorded), for gradients of gradients."""
+    if type(node).gradient is Function.gradient:
+        raise RuntimeError(f"{type(node).__name__} defines apply() but no gradient() rule, so it "
+                           f"cannot be used with create_graph=True")
+    if node.saved_tensors is None:
+        raise RuntimeError(_FREED_GRAPH_MESSAGE)
+    values = list(node.saved_tensors)
+    if node.saves_output:
+        values.append(Tensor._make(node.output_data, node))   # the output, as a graph node
+    if not isinstance(grad, Tensor):
+        grad = Tensor._make(grad)
+    with enable_grad():
+        return node.gradient(grad, *values)
 
 
 def _run_node_hooks(node, grad):
@@ -307,7 +356,7 @@ def _run_node_hooks(node, grad):
     return grad
 
 
-def _seed_gradient(tensor, gradient):
+def _seed_gradient(tensor, gradient, create_graph=False):
     """The gradient a backward starts from: ones for a one-element tensor, else ``gradient``."""
     if not isinstance(tensor, Tensor):
         raise TypeError(f"backward() needs Tensors, got {type(tensor).__name__}")
@@ -321,33 +370,77 @@ def _seed_gradient(tensor, gradient):
                 f"backward() without a gradient argument only works on a tensor with one "
                 f"element, but this one has shape {tensor.shape}. Reduce it first (e.g. "
                 f"loss.sum() or loss.mean()) or pass gradient=<tensor of shape {tensor.shape}>.")
-        return np.ones_like(tensor.data)
-    grad = gradient.data if isinstance(gradient, Tensor) else np.asarray(gradient)
+        grad = np.ones_like(tensor.data)
+        return Tensor._make(grad) if create_graph else grad
+    if isinstance(gradient, Tensor) and create_graph:
+        grad = gradient
+    else:
+        grad = np.asarray(gradient.data if isinstance(gradient, Tensor) else gradient)
     if grad.shape != tensor.data.shape:
         raise RuntimeError(
             f"backward(): gradient has shape {grad.shape} but the tensor has shape "
             f"{tensor.data.shape}; they must match.")
-    return grad.astype(tensor.data.dtype, copy=False)
+    if grad.dtype != tensor.data.dtype:
+        grad = grad.astype(tensor.data.dtype)
+    return Tensor._make(grad) if create_graph and not isinstance(grad, Tensor) else grad
 
 
-def backward(tensors, grad_tensors=None, retain_graph=False):
-    """Accumulate into the leaves the gradients of ``tensors`` (as ``torch.autograd.backward``).
+def _as_list(tensors):
+    return [tensors] if isinstance(tensors, Tensor) else list(tensors)
 
-    >>> backward([loss1, loss2])                          # same as (loss1 + loss2).backward()
-    >>> backward(y, grad_tensors=np.ones(y.shape))
-    """
-    if isinstance(tensors, Tensor):
-        tensors = [tensors]
-    tensors = list(tensors)
+
+def _seeds(tensors, grad_tensors, create_graph, name):
     if grad_tensors is None:
         grad_tensors = [None] * len(tensors)
-    elif isinstance(grad_tensors, (Tensor, np.ndarray)):
-        grad_tensors = [grad_tensors]
+    else:
+        grad_tensors = _as_list(grad_tensors) if not isinstance(grad_tensors, np.ndarray) else [grad_tensors]
     if len(grad_tensors) != len(tensors):
-        raise ValueError(f"backward(): got {len(tensors)} tensors but {len(grad_tensors)} "
-                         f"grad_tensors")
-    seeds = [_seed_gradient(t, g) for t, g in zip(tensors, grad_tensors)]
-    _run_backward(tensors, seeds, retain_graph)
+        raise ValueError(f"{name}: got {len(tensors)} tensors but {len(grad_tensors)} gradients")
+    return [_seed_gradient(t, g, create_graph) for t, g in zip(tensors, grad_tensors)]
+
+
+def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False):
+    """Accumulate into the leaves the gradients of ``tensors`` (as ``torch.autograd.backward``).
+
+    ``create_graph=True`` records the backward pass itself, so the leaves' ``.grad`` can be
+    differentiated again (it implies ``retain_graph``).
+
+    >>> backward([loss1, loss2])                      # same as (loss1 + loss2).backward()
+    """
+    tensors = _as_list(tensors)
+    if retain_graph is None:
+        retain_graph = create_graph
+    seeds = _seeds(tensors, grad_tensors, create_graph, "backward")
+    _run_backward(tensors, seeds, retain_graph, create_graph)
+
+
+def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,
+         allow_unused=False):
+    """Return d(outputs)/d(inputs) without touching any ``.grad`` (as ``torch.autograd.grad``).
+
+    With ``create_graph=True`` the returned gradients are differentiable (higher-order
+    derivatives); ``retain_graph`` defaults to ``create_graph``.
+
+    >>> x = Tensor([3.0], dtype=np.float64, requires_grad=True)
+    >>> (dy,) = grad(x ** 3, x, create_graph=True)    # 3x^2 = 27
+    >>> (d2y,) = grad(dy, x)                            # 6x = 18
+    """
+    outputs, inputs = _as_list(outputs), _as_list(inputs)
+    for i, t in enumerate(inputs):
+        if not isinstance(t, Tensor) or not t.requires_grad:
+            raise RuntimeError(f"grad(): input {i} does not require grad")
+    if retain_graph is None:
+        retain_graph = create_graph
+    seeds = _seeds(outputs, grad_outputs, create_graph, "grad")
+    sinks = _run_backward(outputs, seeds, retain_graph, create_graph, inputs=inputs)
+    results = []
+    for i, t in enumerate(inputs):
+        g = sinks[id(t)]
+        if g is None and not allow_unused:
+            raise RuntimeError(f"grad(): input {i} was not used to compute the outputs; pass "
+                               f"allow_unused=True to get None for it")
+        results.append(g)
+    return tuple(results)
 
 
 # --------------------------------------------------------------------------------------------
@@ -442,7 +535,7 @@ from tinytorch.core.functional import *  # noqa: E402,F401,F403
 from tinytorch.core.functional import __all__ as _functional_all  # noqa: E402
 
 __all__ = [
-    "Function", "run_op", "backward", "unbroadcast", "gradcheck", "GradcheckError",
+    "Function", "run_op", "backward", "grad", "unbroadcast", "gradcheck", "GradcheckError",
     "numerical_gradients", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
     "enable_autograd",
 ] + list(_ops_all) + list(_functional_all)
