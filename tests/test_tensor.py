@@ -1,0 +1,169 @@
+"""The Tensor's non-differentiable surface: creation, conversion, comparison, assignment, errors."""
+
+import numpy as np
+import pytest
+
+import tinytorch as tt
+from tinytorch import Tensor
+
+
+def test_construction_copies_its_input():
+    source = np.array([1.0, 2.0], dtype=np.float32)
+    t = Tensor(source)
+    source[0] = 99.0
+    assert t.data[0] == 1.0
+
+
+def test_construction_from_tensor_keeps_dtype_and_copies():
+    a = Tensor([1.0, 2.0], dtype=np.float64)
+    b = Tensor(a)
+    assert b.dtype == np.float64 and not np.shares_memory(a.data, b.data)
+
+
+def test_construction_rejects_non_numeric_data():
+    with pytest.raises(TypeError, match="cannot make a tensor"):
+        Tensor(["a", "b"])
+
+
+def test_attributes():
+    t = Tensor(np.zeros((2, 3, 4)))
+    assert t.shape == (2, 3, 4) and t.size == 24 and t.ndim == 3 and t.dtype == np.float32
+    assert t.is_leaf and t.grad_fn is None and t._grad_fn is None
+    y = Tensor([1.0], requires_grad=True) * 2
+    assert not y.is_leaf and y._grad_fn is y.grad_fn
+
+
+def test_conversion_helpers():
+    t = Tensor([[1.0, 2.0], [3.0, 4.0]])
+    assert t.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    assert t.numpy() is t.data
+    assert np.asarray(t) is t.data
+    assert len(t) == 2
+    assert Tensor([2.5]).item() == 2.5
+    assert float(Tensor(2.5)) == 2.5
+    with pytest.raises(ValueError, match="exactly one element"):
+        t.item()
+    with pytest.raises(TypeError, match="0-d"):
+        len(Tensor(1.0))
+
+
+def test_bool_only_for_one_element():
+    assert bool(Tensor([1.0]))
+    assert not bool(Tensor(0.0))
+    with pytest.raises(ValueError, match="ambiguous"):
+        bool(Tensor([1.0, 2.0]))
+
+
+def test_grad_supports_numpy_style_access():
+    x = Tensor([1.0, 2.0], requires_grad=True)
+    (x * 3).sum().backward()
+    assert np.allclose(x.grad, [3.0, 3.0])
+    assert x.grad[0].item() == 3.0
+    assert np.allclose(x.grad.copy(), x.grad.data)
+
+
+def test_repr_shows_data_dtype_and_graph():
+    assert repr(Tensor([1.0, 2.0])) == "Tensor([1., 2.], dtype=float32)"
+    assert "requires_grad=True" in repr(Tensor([1.0], requires_grad=True))
+    assert "grad_fn=<MulBackward>" in repr(Tensor([1.0], requires_grad=True) * 2)
+
+
+def test_astype():
+    x = Tensor([1.5, 2.5], requires_grad=True)
+    y = x.astype(np.float64)
+    assert y.dtype == np.float64 and y.requires_grad
+    (y * 2).sum().backward()
+    assert x.grad.dtype == np.float32
+    np.testing.assert_allclose(x.grad.data, [2.0, 2.0])
+    as_int = x.astype(np.int64)
+    assert as_int.dtype == np.int64 and not as_int.requires_grad
+
+
+def test_comparisons_give_bool_tensors_without_grad():
+    x = Tensor([1.0, 2.0, 3.0], requires_grad=True)
+    for result, expected in [(x > 2, [False, False, True]), (x >= 2, [False, True, True]),
+                             (x < 2, [True, False, False]), (x <= 2, [True, True, False]),
+                             (x == 2, [False, True, False]), (x != 2, [True, False, True]),
+                             (x == Tensor([1.0, 0.0, 3.0]), [True, False, True])]:
+        assert result.dtype == np.bool_ and not result.requires_grad
+        assert result.tolist() == expected
+
+
+def test_tensors_are_hashable_by_identity():
+    a, b = Tensor([1.0]), Tensor([1.0])
+    assert len({a, b}) == 2
+
+
+def test_numpy_array_on_the_left_gives_a_tensor():
+    x = Tensor([1.0, 2.0], requires_grad=True)
+    y = np.array([3.0, 4.0]) * x
+    assert isinstance(y, Tensor)
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.data, [3.0, 4.0])
+
+
+def test_setitem_on_tensor_without_grad():
+    t = tt.zeros(2, 3)
+    t[0, 1] = 5.0
+    t[1] = Tensor([1.0, 2.0, 3.0])
+    assert t.tolist() == [[0.0, 5.0, 0.0], [1.0, 2.0, 3.0]]
+
+
+def test_setitem_refuses_tensors_in_a_graph():
+    x = Tensor([1.0, 2.0], requires_grad=True)
+    with pytest.raises(RuntimeError, match="requires grad"):
+        x[0] = 3.0
+    with pytest.raises(RuntimeError, match="requires grad"):
+        tt.zeros(2)[0] = (x * 2)[0]
+    with tt.no_grad():
+        x[0] = 3.0          # what optimizers do: allowed outside the graph
+    assert x.data[0] == 3.0
+
+
+def test_index_with_float_tensor_holding_integers():
+    x = Tensor([10.0, 20.0, 30.0])
+    assert x[Tensor([2, 0])].tolist() == [30.0, 10.0]
+    with pytest.raises(IndexError, match="integers"):
+        x[Tensor([0.5])]
+
+
+def test_creation_functions():
+    assert tt.zeros(2, 3).tolist() == [[0.0] * 3] * 2
+    assert tt.ones((2,)).tolist() == [1.0, 1.0]
+    assert tt.full((2,), 7.0).tolist() == [7.0, 7.0]
+    assert tt.zeros_like(Tensor([[1.0, 2.0]])).shape == (1, 2)
+    assert tt.ones_like(Tensor([1.0], dtype=np.float64)).dtype == np.float64
+    assert tt.arange(4).tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert tt.arange(1, 7, 2).tolist() == [1.0, 3.0, 5.0]
+    np.testing.assert_array_equal(tt.eye(3).data, np.eye(3))
+    assert tt.tensor([1, 2], requires_grad=True).requires_grad
+    assert tt.zeros(2, requires_grad=True).requires_grad
+    for t in (tt.zeros(2), tt.ones(2), tt.randn(2), tt.rand(2), tt.arange(2), tt.eye(2)):
+        assert t.dtype == np.float32
+
+
+def test_manual_seed_makes_random_tensors_reproducible():
+    tt.manual_seed(123)
+    a, b = tt.randn(5), tt.rand(5)
+    tt.manual_seed(123)
+    np.testing.assert_array_equal(tt.randn(5).data, a.data)
+    np.testing.assert_array_equal(tt.rand(5).data, b.data)
+    assert np.all((b.data >= 0) & (b.data < 1))
+
+
+def test_matmul_error_names_both_shapes():
+    a, b = tt.ones(2, 3), tt.ones(4, 5)
+    with pytest.raises(ValueError, match=r"\(2, 3\).*\(4, 5\)"):
+        a @ b
+    with pytest.raises(ValueError, match="at least 1 dimension"):
+        Tensor(2.0) @ tt.ones(2)
+
+
+def test_reshape_error_names_the_shapes():
+    with pytest.raises(ValueError, match=r"shape \(2, 3\).*\(4,\)"):
+        tt.ones(2, 3).reshape(4)
+
+
+def test_clip_needs_a_bound():
+    with pytest.raises(ValueError, match="min and max"):
+        tt.ones(2).clip()
