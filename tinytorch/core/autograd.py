@@ -156,7 +156,11 @@ class Function:
         """Return the gradient for each input, given the gradient of the output (arrays)."""
         if self.saved_tensors is None:
             raise RuntimeError(_FREED_GRAPH_MESSAGE)
-        values = [t.data if isinstance(t, Tensor) else t for t in self.saved_tensors]
+        saved = self.saved_tensors
+        if len(saved) == 1 and isinstance(saved[0], Tensor):      # the common case, unrolled
+            values = [saved[0].data]
+        else:
+            values = [t.data if isinstance(t, Tensor) else t for t in saved]
         if self.saves_output:
             values.append(self.output_data)
         return self.gradient(grad_output, *values)
@@ -183,17 +187,34 @@ def run_op(op, *inputs, **params):
     Under ``no_grad`` (or when no input requires grad) nothing is recorded.
     """
     node = op.__new__(op)
-    values = [x.data if isinstance(x, Tensor) else x for x in inputs]
-    out = node.forward(*values, **params)
-    if _GradMode.enabled:
+    # Unrolled for one and two inputs: this runs for every op, so its overhead is the engine's.
+    if len(inputs) == 2:
+        a, b = inputs
+        a_is_tensor, b_is_tensor = isinstance(a, Tensor), isinstance(b, Tensor)
+        out = node.forward(a.data if a_is_tensor else a, b.data if b_is_tensor else b, **params)
+        needs = (a_is_tensor and a.requires_grad, b_is_tensor and b.requires_grad)
+    elif len(inputs) == 1:
+        out = node.forward(inputs[0].data, **params)
+        needs = (inputs[0].requires_grad,)
+    else:
+        out = node.forward(*[x.data if isinstance(x, Tensor) else x for x in inputs], **params)
         needs = tuple([isinstance(x, Tensor) and x.requires_grad for x in inputs])
-        if True in needs:
-            node.saved_tensors = inputs
-            node.needs_input_grad = needs
-            node.output_data = out if op.saves_output else None
-            node.hooks = None
-            return Tensor._make(out, node)
-    return Tensor._make(out)
+    if type(out) is not np.ndarray:
+        out = np.asarray(out)
+    result = Tensor.__new__(Tensor)
+    result.data = out
+    result.grad = None
+    if _GradMode.enabled and True in needs:
+        node.saved_tensors = inputs
+        node.needs_input_grad = needs
+        node.output_data = out if op.saves_output else None
+        node.hooks = None
+        result.grad_fn = node
+        result.requires_grad = True
+    else:
+        result.grad_fn = None
+        result.requires_grad = False
+    return result
 
 
 # --------------------------------------------------------------------------------------------
@@ -300,31 +321,37 @@ def _run_backward(roots, root_grads, retain_graph, create_graph=False, inputs=No
         else:
             if node.hooks is not None:
                 grad = _run_node_hooks(node, grad)
-            if node in captured_nodes:
+            if captured_nodes and node in captured_nodes:
                 _accumulate(sinks, captured_nodes[node], grad, borrowed=True)
             input_grads = _apply_differentiable(node, grad) if create_graph else node.apply(grad)
         for t, g in zip(node.saved_tensors, input_grads):
             if not isinstance(t, Tensor):
                 continue
             if g is not None:
-                borrowed = g is grad or id(g) in seeds or getattr(g, "base", None) is not None
-                if g.shape != t.data.shape:
-                    g = unbroadcast(g, t.data.shape)
-                    borrowed = False
-                if g.dtype != t.data.dtype:
-                    g = g.astype(t.data.dtype)
-                    borrowed = False
+                reduced = False
+                data = t.data
+                if g.shape != data.shape:
+                    g = unbroadcast(g, data.shape)
+                    reduced = True
+                if g.dtype is not data.dtype and g.dtype != data.dtype:
+                    g = g.astype(data.dtype)
+                    reduced = True
             parent = t.grad_fn
             if parent is None:
                 if g is not None and t.requires_grad:
                     key = t if inputs is None else id(t)
                     if inputs is None or key in sinks:
+                        # The leaf must own its gradient: copy one that may be shared.
+                        borrowed = not reduced and (g is grad or id(g) in seeds
+                                                    or getattr(g, "base", None) is not None)
                         _accumulate(sinks, key, g, borrowed)
                 continue
             if g is not None:
-                pending[parent] = pending[parent] + g if parent in pending else g
-            consumers[parent] -= 1
-            if consumers[parent] == 0:
+                earlier = pending.get(parent)
+                pending[parent] = g if earlier is None else earlier + g
+            remaining = consumers[parent] - 1
+            consumers[parent] = remaining
+            if remaining == 0:
                 ready.append(parent)
         if not retain_graph:
             node.release()

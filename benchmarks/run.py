@@ -1,0 +1,1033 @@
+#!/usr/bin/env python
+"""tinytorch benchmarks: tinytorch vs. a hand-written NumPy floor vs. PyTorch.
+
+    python benchmarks/run.py                      # everything, 1 thread and default threads
+    python benchmarks/run.py --quick              # fewer repeats (about 40 s)
+    python benchmarks/run.py --only W1,W3 --threads 1 --repeats 5 --out results.md
+
+Every workload is written three times, one function per library:
+
+* ``tinytorch``: the public API only (``tt.Tensor``, operators, ``.backward()``, ``.grad``).
+* ``floor``: plain NumPy arrays with a hand-derived backward pass (no autograd, no Tensor
+  objects). It is the cost of the arithmetic itself, the least an autograd engine built on
+  NumPy can cost.
+* ``torch``: PyTorch (float32, CPU) as a user would write the same model, using its fused
+  functional ops where they exist (``F.cross_entropy``, ``F.layer_norm``, ``F.gelu``...).
+
+Before timing, each workload checks that tinytorch's gradients equal the floor's and torch's;
+a workload whose gradients differ is aborted with a message, not timed. Timing: warm-up calls,
+then rounds that run the three libraries one after another (so a burst of load from elsewhere
+hits them alike), reporting the median per call.
+
+BLAS reads its thread count when NumPy is imported, so ``--threads both`` (the default) runs the
+1-thread pass in a child process started with OMP/OPENBLAS/MKL_NUM_THREADS=1, then the default
+pass in this process, and merges the two tables.
+"""
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+
+ONE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+WORKLOAD_NAMES = ("W1", "W2", "W3", "W4", "W5", "W6")
+JSON_MARKER = "BENCH_JSON:"
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description="Benchmark tinytorch against a NumPy floor and PyTorch.")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed rounds per workload (default: 20, or 5 with --quick, "
+                             "fewer when a workload's time budget runs out)")
+    parser.add_argument("--quick", action="store_true", help="fewer rounds and a smaller time budget")
+    parser.add_argument("--threads", choices=("1", "default", "both"), default="both",
+                        help="thread setting(s) to run (default: both)")
+    parser.add_argument("--only", default=None,
+                        help="comma-separated workloads to run, e.g. W1,W3 (MEM: the memory check)")
+    parser.add_argument("--out", default=None, help="also write the report as markdown to this file")
+    # Internal: how the parent runs its 1-thread child.
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--skip-memory", action="store_true", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+# The 1-thread pass must limit BLAS threads before NumPy is imported.
+if __name__ == "__main__" and parse_args().threads == "1":
+    os.environ.update(ONE_THREAD_ENV)
+
+import numpy as np  # noqa: E402
+
+import tinytorch as tt  # noqa: E402
+
+try:
+    import torch
+    import torch.nn.functional as F
+except ImportError:                     # torch is optional: its column is left empty
+    torch = F = None
+
+try:                                    # used by W1 once it exists (another change adds it)
+    from tinytorch.core.losses import CrossEntropyLoss as _TTCrossEntropyLoss
+    _tt_cross_entropy_loss = _TTCrossEntropyLoss()
+except ImportError:
+    _tt_cross_entropy_loss = None
+
+try:                                    # used by W5 once it exists
+    from tinytorch.core.functional import gelu as _tt_gelu
+except ImportError:
+    _tt_gelu = None
+
+DTYPE = np.float32
+LR = 0.01
+LN_EPS = 1e-5
+GELU_C = math.sqrt(2.0 / math.pi)
+LIBS = ("tinytorch", "floor", "torch")
+
+
+# =============================================================================================
+# Shared helpers for the tinytorch versions
+# =============================================================================================
+
+def _cross_entropy(logits, targets):
+    """Mean softmax cross-entropy of ``logits`` (N, C) against class indices ``targets``
+    (an int64 Tensor of shape (N,)).
+
+    Composed from Tensor primitives for now; it switches to
+    ``tinytorch.core.losses.CrossEntropyLoss`` once that exists (checked at import above).
+    """
+    if _tt_cross_entropy_loss is not None:
+        return _tt_cross_entropy_loss(logits, targets)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    logp = shifted - shifted.exp().sum(axis=1, keepdims=True).log()
+    return -logp[np.arange(logits.shape[0]), targets].mean()
+
+
+def _tt_layer_norm(x, gain, bias):
+    mean = x.mean(axis=-1, keepdims=True)
+    var = x.var(axis=-1, keepdims=True)
+    return (x - mean) / (var + LN_EPS).sqrt() * gain + bias
+
+
+def _tt_softmax(s):
+    e = (s - s.max(axis=-1, keepdims=True)).exp()
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _tt_gelu_tanh(u):
+    if _tt_gelu is not None:
+        return _tt_gelu(u, approximate="tanh")
+    return 0.5 * u * (1.0 + (GELU_C * (u + 0.044715 * u ** 3)).tanh())
+
+
+def _tt_params(arrays):
+    return {name: tt.Tensor(a, requires_grad=True) for name, a in arrays.items()}
+
+
+def _tt_grads(params):
+    return {name: p.grad.data for name, p in params.items()}
+
+
+def _torch_params(arrays):
+    return {name: torch.tensor(a, requires_grad=True) for name, a in arrays.items()}
+
+
+def _torch_grads(params):
+    return {name: p.grad.numpy() for name, p in params.items()}
+
+
+def _init(rng, fan_in, *shape, scale=1.0):
+    return (rng.standard_normal(shape) * scale / math.sqrt(fan_in)).astype(DTYPE)
+
+
+# Each workload below has ``wN_data(rng)`` making the shared NumPy inputs, and one function per
+# library taking that data and returning ``(step, result)``: ``step()`` runs one forward and
+# backward pass (plus the update, for W1); ``result()`` gives ``(loss, {name: grad array})``
+# for the last step.
+
+# =============================================================================================
+# W1: MLP training step, 784-512-256-10, ReLU, softmax cross-entropy, SGD
+# =============================================================================================
+
+W1_SIZES = (784, 512, 256, 10)
+W1_BATCH = 128
+
+
+def w1_data(rng):
+    params = {}
+    for i, (n_in, n_out) in enumerate(zip(W1_SIZES, W1_SIZES[1:]), start=1):
+        params[f"W{i}"] = _init(rng, n_in, n_in, n_out, scale=math.sqrt(2.0))
+        params[f"b{i}"] = (0.1 * rng.standard_normal(n_out)).astype(DTYPE)
+    x = rng.standard_normal((W1_BATCH, W1_SIZES[0])).astype(DTYPE)
+    targets = rng.integers(0, W1_SIZES[-1], W1_BATCH)
+    return {"params": params, "x": x, "targets": targets}
+
+
+def w1_tinytorch(d):
+    params = _tt_params(d["params"])
+    W1, b1, W2, b2, W3, b3 = params.values()
+    x, targets = tt.Tensor(d["x"]), tt.Tensor(d["targets"], dtype=np.int64)
+    last = {}
+
+    def step():
+        for p in params.values():
+            p.grad = None
+        h = (x @ W1 + b1).relu()
+        h = (h @ W2 + b2).relu()
+        loss = _cross_entropy(h @ W3 + b3, targets)
+        loss.backward()
+        with tt.no_grad():
+            for p in params.values():
+                p.data -= LR * p.grad.data
+        last["loss"] = loss
+
+    return step, lambda: (last["loss"].item(), _tt_grads(params))
+
+
+def w1_floor(d):
+    params = {name: a.copy() for name, a in d["params"].items()}
+    x, targets = d["x"], d["targets"]
+    rows = np.arange(len(targets))
+    last = {}
+
+    def step():
+        W1, b1, W2, b2, W3, b3 = params.values()
+        h1 = x @ W1 + b1
+        a1 = np.maximum(h1, 0)
+        h2 = a1 @ W2 + b2
+        a2 = np.maximum(h2, 0)
+        logits = a2 @ W3 + b3
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        e = np.exp(shifted)
+        total = e.sum(axis=1, keepdims=True)
+        loss = np.log(total).mean() - shifted[rows, targets].mean()
+        # backward: d loss / d logits = (softmax - onehot) / N
+        dlogits = e / total
+        dlogits[rows, targets] -= 1
+        dlogits /= len(targets)
+        grads = {"W3": a2.T @ dlogits, "b3": dlogits.sum(axis=0)}
+        dh2 = (dlogits @ W3.T) * (h2 > 0)
+        grads["W2"], grads["b2"] = a1.T @ dh2, dh2.sum(axis=0)
+        dh1 = (dh2 @ W2.T) * (h1 > 0)
+        grads["W1"], grads["b1"] = x.T @ dh1, dh1.sum(axis=0)
+        for name, p in params.items():
+            p -= LR * grads[name]
+        last["loss"], last["grads"] = loss, grads
+
+    return step, lambda: (float(last["loss"]), last["grads"])
+
+
+def w1_torch(d):
+    params = _torch_params(d["params"])
+    W1, b1, W2, b2, W3, b3 = params.values()
+    x, targets = torch.tensor(d["x"]), torch.tensor(d["targets"])
+    last = {}
+
+    def step():
+        for p in params.values():
+            p.grad = None
+        h = torch.relu(x @ W1 + b1)
+        h = torch.relu(h @ W2 + b2)
+        loss = F.cross_entropy(h @ W3 + b3, targets)
+        loss.backward()
+        with torch.no_grad():
+            for p in params.values():
+                p.add_(p.grad, alpha=-LR)
+        last["loss"] = loss
+
+    return step, lambda: (last["loss"].item(), _torch_grads(params))
+
+
+# =============================================================================================
+# W2: small-op overhead, 1000 elementwise ops on 16 elements
+# =============================================================================================
+
+W2_PATTERNS = 250                        # x (add, mul, sub, tanh) = 1000 ops
+
+
+def w2_data(rng):
+    return {"x": rng.standard_normal(16).astype(DTYPE)}
+
+
+def w2_tinytorch(d):
+    x = tt.Tensor(d["x"], requires_grad=True)
+    last = {}
+
+    def step():
+        x.grad = None
+        y = x
+        for _ in range(W2_PATTERNS):
+            y = y + 1.5
+            y = y * 0.9
+            y = y - 0.1
+            y = y.tanh()
+        loss = y.sum()
+        loss.backward()
+        last["loss"] = loss
+
+    return step, lambda: (last["loss"].item(), {"x": x.grad.data})
+
+
+def w2_floor(d):
+    x = d["x"]
+    last = {}
+
+    def step():
+        y, tanhs = x, []
+        for _ in range(W2_PATTERNS):
+            y = y + 1.5
+            y = y * 0.9
+            y = y - 0.1
+            y = np.tanh(y)
+            tanhs.append(y)
+        loss = y.sum()
+        grad = np.ones_like(x)
+        for t in reversed(tanhs):        # tanh' = 1 - tanh^2; the mul scales by 0.9
+            grad = grad * (1 - t * t)
+            grad = grad * 0.9
+        last["loss"], last["grad"] = loss, grad
+
+    return step, lambda: (float(last["loss"]), {"x": last["grad"]})
+
+
+def w2_torch(d):
+    x = torch.tensor(d["x"], requires_grad=True)
+    last = {}
+
+    def step():
+        x.grad = None
+        y = x
+        for _ in range(W2_PATTERNS):
+            y = y + 1.5
+            y = y * 0.9
+            y = y - 0.1
+            y = y.tanh()
+        loss = y.sum()
+        loss.backward()
+        last["loss"] = loss
+
+    return step, lambda: (last["loss"].item(), {"x": x.grad.numpy()})
+
+
+# =============================================================================================
+# W3: deep chain, y = y * 1.0001 + 0.1 repeated 20,000 times on one element
+# =============================================================================================
+
+W3_STEPS = 20_000                        # 2 ops each
+
+
+def w3_data(rng):
+    return {"x": np.array([0.5], dtype=DTYPE)}
+
+
+def w3_tinytorch(d):
+    x = tt.Tensor(d["x"], requires_grad=True)
+    last = {}
+
+    def step():
+        x.grad = None
+        y = x
+        for _ in range(W3_STEPS):
+            y = y * 1.0001 + 0.1
+        loss = y.sum()
+        loss.backward()
+        last["loss"] = loss
+
+    return step, lambda: (last["loss"].item(), {"x": x.grad.data})
+
+
+def w3_floor(d):
+    x = d["x"]
+    last = {}
+
+    def step():
+        y = x
+        for _ in range(W3_STEPS):
+            y = y * 1.0001 + 0.1
+        loss = y.sum()
+        grad = np.ones_like(x)
+        for _ in range(W3_STEPS):
+            grad = grad * 1.0001
+        last["loss"], last["grad"] = loss, grad
+
+    return step, lambda: (float(last["loss"]), {"x": last["grad"]})
+
+
+def w3_torch(d):
+    x = torch.tensor(d["x"], requires_grad=True)
+    last = {}
+
+    def step():
+        x.grad = None
+        y = x
+        for _ in range(W3_STEPS):
+            y = y * 1.0001 + 0.1
+        loss = y.sum()
+        loss.backward()
+        last["loss"] = loss
+
+    return step, lambda: (last["loss"].item(), {"x": x.grad.numpy()})
+
+
+# =============================================================================================
+# W4: diamond, y = y + y 30 times (every node is used twice); d y / d x = 2**30
+# =============================================================================================
+
+W4_DOUBLINGS = 30
+
+
+def w4_data(rng):
+    return {"x": np.array([1.0], dtype=DTYPE)}
+
+
+def w4_tinytorch(d):
+    x = tt.Tensor(d["x"], requires_grad=True)
+    last = {}
+
+    def step():
+        x.grad = None
+        y = x
+        for _ in range(W4_DOUBLINGS):
+            y = y + y
+        loss = y.sum()
+        loss.backward()
+        last["loss"] = loss
+
+    return step, lambda: (last["loss"].item(), {"x": x.grad.data})
+
+
+def w4_floor(d):
+    x = d["x"]
+    last = {}
+
+    def step():
+        y = x
+        for _ in range(W4_DOUBLINGS):
+            y = y + y
+        loss = y.sum()
+        grad = np.ones_like(x)
+        for _ in range(W4_DOUBLINGS):    # both uses of y send their gradient back
+            grad = grad + grad
+        last["loss"], last["grad"] = loss, grad
+
+    return step, lambda: (float(last["loss"]), {"x": last["grad"]})
+
+
+def w4_torch(d):
+    x = torch.tensor(d["x"], requires_grad=True)
+    last = {}
+
+    def step():
+        x.grad = None
+        y = x
+        for _ in range(W4_DOUBLINGS):
+            y = y + y
+        loss = y.sum()
+        loss.backward()
+        last["loss"] = loss
+
+    return step, lambda: (last["loss"].item(), {"x": x.grad.numpy()})
+
+
+def w4_extra_check(loss, grads):
+    grad = grads["x"]
+    if not np.all(grad == 2.0 ** W4_DOUBLINGS):
+        return f"tinytorch's gradient is {grad.tolist()}, expected 2**{W4_DOUBLINGS} = {2 ** W4_DOUBLINGS}"
+    return None
+
+
+# =============================================================================================
+# W5: transformer-like block (pre-layer-norm), B=8, T=64, D=128, single head
+#   h = LN1(x); attn = softmax(q k^T / sqrt(D)) v with q, k, v = h Wq, h Wk, h Wv
+#   x1 = x + attn Wo;  x2 = x1 + gelu(LN2(x1) W1 + b1) W2 + b2;  loss = x2.sum()
+# =============================================================================================
+
+W5_B, W5_T, W5_D = 8, 64, 128
+
+
+def w5_data(rng):
+    D, H = W5_D, 4 * W5_D
+    params = {name: _init(rng, D, D, D) for name in ("Wq", "Wk", "Wv", "Wo")}
+    for i in (1, 2):
+        params[f"ln{i}_gain"] = (1 + 0.1 * rng.standard_normal(D)).astype(DTYPE)
+        params[f"ln{i}_bias"] = (0.1 * rng.standard_normal(D)).astype(DTYPE)
+    params["W1"], params["b1"] = _init(rng, D, D, H), (0.1 * rng.standard_normal(H)).astype(DTYPE)
+    params["W2"], params["b2"] = _init(rng, H, H, D), (0.1 * rng.standard_normal(D)).astype(DTYPE)
+    params["x"] = rng.standard_normal((W5_B, W5_T, D)).astype(DTYPE)   # the input gets a grad too
+    return {"params": params}
+
+
+def w5_tinytorch(d):
+    params = _tt_params(d["params"])
+    p = params
+    scale = 1.0 / math.sqrt(W5_D)
+    last = {}
+
+    def step():
+        for t in params.values():
+            t.grad = None
+        x = p["x"]
+        h = _tt_layer_norm(x, p["ln1_gain"], p["ln1_bias"])
+        q, k, v = h @ p["Wq"], h @ p["Wk"], h @ p["Wv"]
+        attn = _tt_softmax((q @ k.transpose(-2, -1)) * scale) @ v
+        x1 = x + attn @ p["Wo"]
+        h2 = _tt_layer_norm(x1, p["ln2_gain"], p["ln2_bias"])
+        x2 = x1 + _tt_gelu_tanh(h2 @ p["W1"] + p["b1"]) @ p["W2"] + p["b2"]
+        loss = x2.sum()
+        loss.backward()
+        last["loss"] = loss
+
+    return step, lambda: (last["loss"].item(), _tt_grads(params))
+
+
+def _ln_forward(x, gain, bias):
+    mean = x.mean(axis=-1, keepdims=True)
+    centered = x - mean
+    rstd = 1.0 / np.sqrt((centered * centered).mean(axis=-1, keepdims=True) + LN_EPS)
+    xhat = centered * rstd
+    return xhat * gain + bias, (xhat, rstd, gain)
+
+
+def _ln_backward(dy, cache):
+    xhat, rstd, gain = cache
+    dxhat = dy * gain
+    dx = rstd * (dxhat - dxhat.mean(axis=-1, keepdims=True)
+                 - xhat * (dxhat * xhat).mean(axis=-1, keepdims=True))
+    return dx, (dy * xhat).sum(axis=(0, 1)), dy.sum(axis=(0, 1))
+
+
+def _gelu_forward(u):
+    t = np.tanh(GELU_C * (u + 0.044715 * (u * u * u)))   # NumPy's u ** 3 is ~500x slower
+    return 0.5 * u * (1 + t), (u, t)
+
+
+def _gelu_backward(dy, cache):
+    u, t = cache
+    return dy * (0.5 * (1 + t) + 0.5 * u * (1 - t * t) * GELU_C * (1 + 3 * 0.044715 * u * u))
+
+
+def _softmax_forward(s):
+    e = np.exp(s - s.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _softmax_backward(dp, p):
+    return p * (dp - (dp * p).sum(axis=-1, keepdims=True))
+
+
+def w5_floor(d):
+    p = {name: a.copy() for name, a in d["params"].items()}
+    B, T, D = W5_B, W5_T, W5_D
+    scale = 1.0 / math.sqrt(D)
+    last = {}
+
+    def step():
+        x = p["x"]
+        # forward; (B, T, D) activations are flattened to (B*T, D) for the weight matmuls
+        h, ln1 = _ln_forward(x, p["ln1_gain"], p["ln1_bias"])
+        hf = h.reshape(B * T, D)
+        q, k, v = ((hf @ p[w]).reshape(B, T, D) for w in ("Wq", "Wk", "Wv"))
+        probs = _softmax_forward((q @ k.transpose(0, 2, 1)) * scale)
+        attn = (probs @ v).reshape(B * T, D)
+        x1 = x + (attn @ p["Wo"]).reshape(B, T, D)
+        h2, ln2 = _ln_forward(x1, p["ln2_gain"], p["ln2_bias"])
+        h2f = h2.reshape(B * T, D)
+        g, gelu = _gelu_forward(h2f @ p["W1"] + p["b1"])
+        x2 = x1 + (g @ p["W2"] + p["b2"]).reshape(B, T, D)
+        loss = x2.sum()
+        # backward
+        grads = {}
+        dm = np.ones((B * T, D), dtype=DTYPE)               # d loss / d x2, flattened
+        grads["W2"], grads["b2"] = g.T @ dm, dm.sum(axis=0)
+        du = _gelu_backward(dm @ p["W2"].T, gelu)
+        grads["W1"], grads["b1"] = h2f.T @ du, du.sum(axis=0)
+        dx1, grads["ln2_gain"], grads["ln2_bias"] = _ln_backward((du @ p["W1"].T).reshape(B, T, D), ln2)
+        dx1 += 1.0                                          # the residual x2 = x1 + ...
+        do = dx1.reshape(B * T, D)
+        grads["Wo"] = attn.T @ do
+        dattn = (do @ p["Wo"].T).reshape(B, T, D)
+        dv = probs.transpose(0, 2, 1) @ dattn
+        ds = _softmax_backward(dattn @ v.transpose(0, 2, 1), probs) * scale
+        dq, dk = ds @ k, ds.transpose(0, 2, 1) @ q
+        dh = np.zeros((B * T, D), dtype=DTYPE)
+        for name, dz in (("Wq", dq), ("Wk", dk), ("Wv", dv)):
+            dz = dz.reshape(B * T, D)
+            grads[name] = hf.T @ dz
+            dh += dz @ p[name].T
+        dx, grads["ln1_gain"], grads["ln1_bias"] = _ln_backward(dh.reshape(B, T, D), ln1)
+        grads["x"] = dx + dx1                               # the residual x1 = x + ...
+        last["loss"], last["grads"] = loss, grads
+
+    return step, lambda: (float(last["loss"]), last["grads"])
+
+
+def w5_torch(d):
+    params = _torch_params(d["params"])
+    p = params
+    scale = 1.0 / math.sqrt(W5_D)
+    last = {}
+
+    def step():
+        for t in params.values():
+            t.grad = None
+        x = p["x"]
+        h = F.layer_norm(x, (W5_D,), p["ln1_gain"], p["ln1_bias"], LN_EPS)
+        q, k, v = h @ p["Wq"], h @ p["Wk"], h @ p["Wv"]
+        attn = torch.softmax((q @ k.transpose(-2, -1)) * scale, dim=-1) @ v
+        x1 = x + attn @ p["Wo"]
+        h2 = F.layer_norm(x1, (W5_D,), p["ln2_gain"], p["ln2_bias"], LN_EPS)
+        x2 = x1 + F.gelu(h2 @ p["W1"] + p["b1"], approximate="tanh") @ p["W2"] + p["b2"]
+        loss = x2.sum()
+        loss.backward()
+        last["loss"] = loss
+
+    return step, lambda: (last["loss"].item(), _torch_grads(params))
+
+
+# =============================================================================================
+# W6: tiny MLP, 2-16-16-1, tanh, batch 32, MSE
+# =============================================================================================
+
+def w6_data(rng):
+    params = {"W1": _init(rng, 2, 2, 16), "b1": (0.1 * rng.standard_normal(16)).astype(DTYPE),
+              "W2": _init(rng, 16, 16, 16), "b2": (0.1 * rng.standard_normal(16)).astype(DTYPE),
+              "W3": _init(rng, 16, 16, 1), "b3": (0.1 * rng.standard_normal(1)).astype(DTYPE)}
+    x = rng.standard_normal((32, 2)).astype(DTYPE)
+    y = rng.standard_normal((32, 1)).astype(DTYPE)
+    return {"params": params, "x": x, "y": y}
+
+
+def w6_tinytorch(d):
+    params = _tt_params(d["params"])
+    W1, b1, W2, b2, W3, b3 = params.values()
+    x, y = tt.Tensor(d["x"]), tt.Tensor(d["y"])
+    last = {}
+
+    def step():
+        for p in params.values():
+            p.grad = None
+        h = (x @ W1 + b1).tanh()
+        h = (h @ W2 + b2).tanh()
+        loss = ((h @ W3 + b3 - y) ** 2).mean()
+        loss.backward()
+        last["loss"] = loss
+
+    return step, lambda: (last["loss"].item(), _tt_grads(params))
+
+
+def w6_floor(d):
+    params = d["params"]
+    x, y = d["x"], d["y"]
+    last = {}
+
+    def step():
+        W1, b1, W2, b2, W3, b3 = params.values()
+        a1 = np.tanh(x @ W1 + b1)
+        a2 = np.tanh(a1 @ W2 + b2)
+        diff = a2 @ W3 + b3 - y
+        loss = (diff * diff).mean()
+        dpred = diff * (2.0 / diff.size)
+        grads = {"W3": a2.T @ dpred, "b3": dpred.sum(axis=0)}
+        dh2 = (dpred @ W3.T) * (1 - a2 * a2)
+        grads["W2"], grads["b2"] = a1.T @ dh2, dh2.sum(axis=0)
+        dh1 = (dh2 @ W2.T) * (1 - a1 * a1)
+        grads["W1"], grads["b1"] = x.T @ dh1, dh1.sum(axis=0)
+        last["loss"], last["grads"] = loss, grads
+
+    return step, lambda: (float(last["loss"]), last["grads"])
+
+
+def w6_torch(d):
+    params = _torch_params(d["params"])
+    W1, b1, W2, b2, W3, b3 = params.values()
+    x, y = torch.tensor(d["x"]), torch.tensor(d["y"])
+    last = {}
+
+    def step():
+        for p in params.values():
+            p.grad = None
+        h = torch.tanh(x @ W1 + b1)
+        h = torch.tanh(h @ W2 + b2)
+        loss = F.mse_loss(h @ W3 + b3, y)
+        loss.backward()
+        last["loss"] = loss
+
+    return step, lambda: (last["loss"].item(), _torch_grads(params))
+
+
+# =============================================================================================
+# The workload table: description, ops counted for "per op", targets (ours / torch, ours / floor)
+# =============================================================================================
+
+WORKLOADS = {
+    "W1": dict(title="MLP train step 784-512-256-10, batch 128", data=w1_data,
+               fns=(w1_tinytorch, w1_floor, w1_torch), n_ops=None, target_torch=0.85, target_floor=1.10),
+    "W2": dict(title="1000 small elementwise ops (16 elems)", data=w2_data,
+               fns=(w2_tinytorch, w2_floor, w2_torch), n_ops=4 * W2_PATTERNS, target_torch=0.35),
+    "W3": dict(title="deep chain y*1.0001+0.1 x20000 (1 elem)", data=w3_data,
+               fns=(w3_tinytorch, w3_floor, w3_torch), n_ops=2 * W3_STEPS, target_torch=0.7),
+    "W4": dict(title="diamond y=y+y x30", data=w4_data,
+               fns=(w4_tinytorch, w4_floor, w4_torch), n_ops=W4_DOUBLINGS, target_torch=0.5,
+               extra_check=w4_extra_check),
+    "W5": dict(title="transformer block B8 T64 D128", data=w5_data,
+               fns=(w5_tinytorch, w5_floor, w5_torch), n_ops=None, target_torch=1.0),
+    "W6": dict(title="tiny MLP 2-16-16-1, batch 32, MSE", data=w6_data,
+               fns=(w6_tinytorch, w6_floor, w6_torch), n_ops=None, target_torch=0.35),
+}
+
+# Gradients must agree to this: max |a - b| <= GRAD_RTOL * max |b| for every gradient array.
+GRAD_RTOL = 1e-3
+
+
+# =============================================================================================
+# Gradient check, timing, memory
+# =============================================================================================
+
+class CheckFailed(Exception):
+    pass
+
+
+def _relative_error(a, b):
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(b))), 1e-30))
+
+
+def check_gradients(name, results, extra_check=None):
+    """Compare tinytorch's loss and gradients with every other library's; return the worst error."""
+    ours_loss, ours = results["tinytorch"]
+    worst = {}
+    for lib, (loss, grads) in results.items():
+        if lib == "tinytorch":
+            continue
+        if set(ours) != set(grads):
+            raise CheckFailed(f"tinytorch has gradients for {sorted(ours)}, {lib} for {sorted(grads)}")
+        if abs(ours_loss - loss) > GRAD_RTOL * max(1.0, abs(loss)):
+            raise CheckFailed(f"loss differs: tinytorch {ours_loss!r}, {lib} {loss!r}")
+        errors = {}
+        for key, ref in grads.items():
+            got = ours[key]
+            if got is None or np.shape(got) != np.shape(ref):
+                raise CheckFailed(f"gradient of {key}: tinytorch gives shape {np.shape(got)}, "
+                                  f"{lib} {np.shape(ref)}")
+            if np.asarray(got).dtype != np.asarray(ref).dtype:
+                raise CheckFailed(f"gradient of {key}: tinytorch dtype {np.asarray(got).dtype}, "
+                                  f"{lib} {np.asarray(ref).dtype}")
+            if not np.all(np.isfinite(got)):
+                raise CheckFailed(f"gradient of {key}: tinytorch's has non-finite values")
+            errors[key] = _relative_error(got, ref)
+        key = max(errors, key=errors.get)
+        if errors[key] > GRAD_RTOL:
+            raise CheckFailed(f"gradient of {key} differs from {lib}'s: max |diff| / max |{lib}| = "
+                              f"{errors[key]:.2e} > {GRAD_RTOL:.0e}")
+        worst[lib] = errors[key]
+    if extra_check is not None:
+        message = extra_check(ours_loss, ours)
+        if message:
+            raise CheckFailed(message)
+    return worst
+
+
+def measure(steps, repeats, budget_s, warmup):
+    """Median seconds per call of each step function.
+
+    Each is warmed up, then the calls per sample are chosen so a sample lasts at least ~2 ms,
+    and the libraries take turns, one sample each per round. ``repeats`` rounds, or fewer
+    (at least 3) when ``budget_s`` is given and would be exceeded.
+    """
+    inner, estimate = {}, {}
+    for lib, step in steps.items():
+        for _ in range(max(warmup - 1, 0)):
+            step()
+        start = time.perf_counter()
+        step()
+        once = max(time.perf_counter() - start, 1e-7)
+        inner[lib] = max(1, math.ceil(0.002 / once))
+        estimate[lib] = once * inner[lib]
+    rounds = repeats
+    if budget_s is not None:
+        rounds = max(3, min(repeats, int(budget_s / sum(estimate.values()))))
+    samples = {lib: [] for lib in steps}
+    for _ in range(rounds):
+        for lib, step in steps.items():
+            n = inner[lib]
+            start = time.perf_counter()
+            for _ in range(n):
+                step()
+            samples[lib].append((time.perf_counter() - start) / n)
+    return {lib: statistics.median(s) for lib, s in samples.items()}, rounds
+
+
+def run_workload(name, spec, args):
+    """Check and time one workload; returns a result row (with ``error`` set if it was aborted)."""
+    row = {"workload": name, "title": spec["title"], "n_ops": spec["n_ops"],
+           "target_torch": spec["target_torch"], "target_floor": spec.get("target_floor"),
+           "times": {}, "error": None, "max_grad_err": {}}
+    data = spec["data"](np.random.default_rng(0))
+    libs = [lib for lib in LIBS if lib != "torch" or torch is not None]
+    steps, results = {}, {}
+    for lib, fn in zip(LIBS, spec["fns"]):
+        if lib not in libs:
+            continue
+        try:
+            step, result = fn(data)
+            step()
+            results[lib] = result()
+        except Exception as error:
+            row["error"] = f"{lib} raised {type(error).__name__}: {error}"
+            print(f"  {name}: ABORTED, {row['error']}\n" + traceback.format_exc(), file=sys.stderr)
+            return row
+        steps[lib] = step
+    try:
+        row["max_grad_err"] = check_gradients(name, results, spec.get("extra_check"))
+    except CheckFailed as error:
+        row["error"] = f"gradient check failed: {error}"
+        print(f"  {name}: ABORTED, {row['error']}", file=sys.stderr)
+        return row
+    repeats = args.repeats or (5 if args.quick else 20)
+    budget = None if args.repeats else (1.0 if args.quick else 6.0)
+    try:
+        row["times"], row["rounds"] = measure(steps, repeats, budget, warmup=1 if args.quick else 2)
+    except Exception as error:
+        row["error"] = f"timing raised {type(error).__name__}: {error}"
+        print(f"  {name}: ABORTED, {row['error']}\n" + traceback.format_exc(), file=sys.stderr)
+    return row
+
+
+def _rss_bytes():
+    """Current resident set size, and the peak (VmHWM), from /proc/self/status."""
+    values = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                key, _, rest = line.partition(":")
+                if key in ("VmRSS", "VmHWM"):
+                    values[key] = int(rest.split()[0]) * 1024
+    except OSError:
+        import resource
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        values = {"VmRSS": peak, "VmHWM": peak}
+    return values["VmRSS"], values["VmHWM"]
+
+
+def memory_check(steps=200):
+    """RSS during ``steps`` consecutive tinytorch W1 training steps: it must stay flat."""
+    step, _ = w1_tinytorch(w1_data(np.random.default_rng(0)))
+    rss = {}
+    try:
+        for i in range(1, steps + 1):
+            step()
+            if i in (10, steps):
+                rss[i] = _rss_bytes()
+    except Exception as error:
+        return {"error": f"tinytorch raised {type(error).__name__}: {error}"}
+    (rss10, _), (rss_end, peak) = rss[10], rss[steps]
+    return {"steps": steps, "rss_10": rss10, "rss_end": rss_end, "peak": peak,
+            "growth": rss_end / rss10 - 1, "flag": rss_end > 1.10 * rss10}
+
+
+# =============================================================================================
+# One pass (one thread setting), and the two-pass driver
+# =============================================================================================
+
+def environment():
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        cpu = platform.processor() or cpu
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        blas = f"{blas.get('name')} {blas.get('version', '')}".strip()
+    except Exception:
+        blas = "unknown"
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": cpu, "cores": os.cpu_count(), "usable_cores": usable,
+            "python": platform.python_version(), "numpy": np.__version__, "blas": blas,
+            "torch": torch.__version__ if torch is not None else None, "tinytorch": tt.__version__}
+
+
+def _selected(args):
+    if not args.only:
+        return [*WORKLOAD_NAMES, "MEM"]
+    names = [w.strip().upper() for w in args.only.split(",") if w.strip()]
+    unknown = [w for w in names if w not in (*WORKLOAD_NAMES, "MEM")]
+    if unknown:
+        sys.exit(f"--only: unknown workload(s) {', '.join(unknown)}; choose from "
+                 f"{', '.join(WORKLOAD_NAMES)}, MEM")
+    return names
+
+
+def run_pass(args, threads):
+    """Run the selected workloads under the current thread setting; return a JSON-able dict."""
+    if threads == "1" and torch is not None:
+        torch.set_num_threads(1)
+    selected = _selected(args)
+    settings = {var: os.environ.get(var, "unset") for var in ONE_THREAD_ENV}
+    if torch is not None:
+        settings["torch.get_num_threads()"] = torch.get_num_threads()
+    result = {"threads": threads, "settings": settings, "rows": [], "memory": None}
+    start = _cpu_snapshot()
+    for name in WORKLOAD_NAMES:
+        if name in selected:
+            print(f"[threads={threads}] {name} ...", file=sys.stderr, flush=True)
+            result["rows"].append(run_workload(name, WORKLOADS[name], args))
+    if "MEM" in selected and not args.skip_memory:
+        print(f"[threads={threads}] memory check (200 W1 steps) ...", file=sys.stderr, flush=True)
+        result["memory"] = memory_check()
+    result["other_load"] = _other_processes_load(start, _cpu_snapshot())
+    return result
+
+
+def _cpu_snapshot():
+    """(wall seconds, CPU seconds the whole machine was busy, CPU seconds this process used)."""
+    import resource
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        busy = (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # minus idle, iowait
+    except (OSError, ValueError):
+        busy = None
+    return time.perf_counter(), busy, usage.ru_utime + usage.ru_stime
+
+
+def _other_processes_load(start, end):
+    """Average number of cores other processes kept busy between two snapshots (None if unknown)."""
+    if start[1] is None or end[1] is None or end[0] <= start[0]:
+        return None
+    others = (end[1] - start[1]) - (end[2] - start[2])
+    return max(others, 0.0) / (end[0] - start[0])
+
+
+def run_one_thread_child(args):
+    """Re-run this script with BLAS and torch limited to one thread; return its pass result."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--threads", "1", "--json", "--skip-memory"]
+    if args.repeats:
+        cmd += ["--repeats", str(args.repeats)]
+    if args.quick:
+        cmd.append("--quick")
+    if args.only:
+        cmd += ["--only", args.only]
+    proc = subprocess.run(cmd, env={**os.environ, **ONE_THREAD_ENV}, stdout=subprocess.PIPE, text=True)
+    for line in proc.stdout.splitlines():
+        if line.startswith(JSON_MARKER):
+            return json.loads(line[len(JSON_MARKER):])
+    print(f"warning: the 1-thread pass (child process) exited with code {proc.returncode} "
+          f"without a result; see its output above", file=sys.stderr)
+    return {"threads": "1", "settings": {}, "rows": [], "memory": None,
+            "failed": f"the 1-thread pass failed (child exit code {proc.returncode}); no 1-thread rows"}
+
+
+# =============================================================================================
+# Report
+# =============================================================================================
+
+def _fmt_time(seconds):
+    if seconds is None:
+        return "n/a"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.1f} µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds:.2f} s"
+
+
+def _fmt_ratio(ours, other, target):
+    if ours is None or other is None:
+        return "n/a"
+    ratio = ours / other
+    if target is None:
+        return f"{ratio:.2f}x"
+    return f"{ratio:.2f}x (≤{target:.2f} {'pass' if ratio <= target else 'MISS'})"
+
+
+def _fmt_per_op(row):
+    if not row["n_ops"] or not row["times"]:
+        return ""
+    return " / ".join(f"{row['times'][lib] / row['n_ops'] * 1e6:.2f}" if row["times"].get(lib) else "n/a"
+                      for lib in LIBS)
+
+
+def render_report(env, passes):
+    lines = ["# tinytorch benchmarks", ""]
+    lines.append(f"- Machine: {env['cpu']}, {env['cores']} cores ({env['usable_cores']} usable)")
+    lines.append(f"- Python {env['python']}, NumPy {env['numpy']} (BLAS: {env['blas']}), "
+                 f"PyTorch {env['torch'] or 'not installed'}, tinytorch {env['tinytorch']}")
+    for p in passes:
+        if p.get("failed"):
+            continue
+        lines.append(f"- threads={p['threads']}: " + ", ".join(f"{k}={v}" for k, v in p["settings"].items()))
+        other = p.get("other_load")
+        if other is not None:
+            lines.append(f"  - other processes kept {other:.2f} of {env['cores']} cores busy during this pass"
+                         + ("  (timings are noisy, multi-thread ones especially)" if other > 0.25 else ""))
+    ce = ("tinytorch.core.losses.CrossEntropyLoss" if _tt_cross_entropy_loss is not None
+          else "composed from Tensor primitives")
+    gelu = "tinytorch.core.functional.gelu" if _tt_gelu is not None else "composed from Tensor primitives"
+    lines.append(f"- tinytorch W1 cross-entropy: {ce}; W5 GELU: {gelu}; W5 layer norm and softmax: "
+                 f"composed from Tensor primitives")
+    lines.append("- Times are medians per call (forward + backward, + SGD update in W1); "
+                 "floor = hand-written NumPy forward/backward")
+    lines.append("")
+    header = ["Workload", "Threads", "tinytorch", "NumPy floor", "PyTorch", "ours / torch",
+              "ours / floor", "µs per op (tt / floor / torch)", "rounds", "max grad err"]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "|".join("---" for _ in header) + "|")
+    rows = sorted(((row, p["threads"]) for p in passes for row in p["rows"]),
+                  key=lambda r: (r[0]["workload"], r[1] != "1"))
+    for row, threads in rows:
+        label = f"{row['workload']} {row['title']}"
+        if row["error"]:
+            error = " ".join(row["error"].split()).replace("|", "\\|")
+            lines.append(f"| {label} | {threads} | ABORTED: {error} |" + " |" * (len(header) - 3))
+            continue
+        t = row["times"]
+        ours = t.get("tinytorch")
+        errs = ", ".join(f"{lib} {e:.1e}" for lib, e in row["max_grad_err"].items())
+        lines.append("| " + " | ".join([
+            label, threads, _fmt_time(ours), _fmt_time(t.get("floor")), _fmt_time(t.get("torch")),
+            _fmt_ratio(ours, t.get("torch"), row["target_torch"]),
+            _fmt_ratio(ours, t.get("floor"), row["target_floor"]),
+            _fmt_per_op(row), str(row.get("rounds", "")), errs]) + " |")
+    lines.append("")
+    lines += [p["failed"] for p in passes if p.get("failed")]
+    if env["torch"] is None:
+        lines.append("Note: PyTorch is not installed, so the torch column and ratios are n/a.")
+    for p in passes:
+        mem = p.get("memory")
+        if not mem:
+            continue
+        if "error" in mem:
+            lines.append(f"Memory (threads={p['threads']}): ABORTED, {mem['error']}")
+            continue
+        mib = 1024 * 1024
+        lines.append(f"Memory (threads={p['threads']}, {mem['steps']} tinytorch W1 steps): RSS after step 10 "
+                     f"{mem['rss_10'] / mib:.1f} MiB, after step {mem['steps']} {mem['rss_end'] / mib:.1f} MiB "
+                     f"({mem['growth'] * 100:+.1f}%), process peak {mem['peak'] / mib:.1f} MiB: "
+                     + ("GREW by more than 10% (graph not freed?)" if mem["flag"] else "flat (pass)"))
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    args = parse_args()
+    if args.threads == "both":
+        passes = [run_one_thread_child(args), run_pass(args, "default")]
+    else:
+        passes = [run_pass(args, args.threads)]
+    if args.json:
+        print(JSON_MARKER + json.dumps(passes[0]), flush=True)
+        return
+    report = render_report(environment(), passes)
+    print(report)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(report)
+
+
+if __name__ == "__main__":
+    main()
