@@ -100,10 +100,68 @@ class set_grad_enabled(_GradModeContext):
 def enable_autograd(quiet=True):
     """Kept for TinyTorch compatibility: autograd is built into Tensor and always on.
 
-    Idempotent; prints nothing unless ``quiet=False``... and even then the library stays silent:
-    the argument is accepted only so that curriculum code calling it keeps working.
+    Idempotent and silent (``quiet`` is accepted so that curriculum code keeps working; the
+    library never prints). It only makes sure graph recording is switched on.
     """
     _GradMode.enabled = True
+
+
+class _AnomalyMode:
+    """When on, nodes remember where they were created and backward checks every gradient."""
+    enabled = False
+    first_nonfinite = None          # (op name, creation stack) of the first NaN/inf in forward
+
+
+class detect_anomaly:
+    """Context manager: backward raises at the first NaN/inf gradient, naming the op and the
+    line of user code that created it.
+
+    >>> with detect_anomaly():
+    ...     y = (x * 0).log()          # log(0) = -inf: its gradient is inf
+    ...     y.sum().backward()          # RuntimeError: LogBackward returned ... created at ...
+    """
+
+    def __enter__(self):
+        self._previous = _AnomalyMode.enabled
+        _AnomalyMode.enabled = True
+        _AnomalyMode.first_nonfinite = None
+        return self
+
+    def __exit__(self, *exc_info):
+        _AnomalyMode.enabled = self._previous
+        return False
+
+
+def _user_stack():
+    """The creation point of a node: the call stack without tinytorch's own frames."""
+    import os
+    import traceback
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frames = [f for f in traceback.extract_stack()[:-1]
+              if not os.path.abspath(f.filename).startswith(package + os.sep)]
+    return "".join(traceback.format_list(frames[-6:]))
+
+
+def _check_finite(node, input_grads):
+    """Raise if ``node`` produced a NaN or infinite gradient (anomaly mode)."""
+    for i, g in enumerate(input_grads):
+        if g is not None and not np.all(np.isfinite(g.data if isinstance(g, Tensor) else g)):
+            kind = "nan" if np.any(np.isnan(g.data if isinstance(g, Tensor) else g)) else "inf"
+            where = getattr(node, "trace", None) or "(unknown: created outside detect_anomaly)\n"
+            origin = ""
+            if _AnomalyMode.first_nonfinite is not None:
+                op_name, stack = _AnomalyMode.first_nonfinite
+                origin = f"The first NaN/inf of the forward pass came from {op_name}, created at:\n{stack}"
+            raise RuntimeError(
+                f"{type(node).__name__} returned {kind} values in its gradient for input {i}. "
+                f"The forward operation was created at:\n{where}{origin}")
+
+
+def _note_nonfinite_output(node, inputs, out):
+    """Remember the first op whose output is NaN/inf while its inputs were finite (anomaly mode)."""
+    if _AnomalyMode.first_nonfinite is None and not np.all(np.isfinite(out)):
+        if all(np.all(np.isfinite(x.data if isinstance(x, Tensor) else x)) for x in inputs):
+            _AnomalyMode.first_nonfinite = (type(node).__name__, node.trace)
 
 
 # --------------------------------------------------------------------------------------------
@@ -129,7 +187,7 @@ class Function:
     ...         return (grad * 2 * x,)
     """
 
-    __slots__ = ("saved_tensors", "needs_input_grad", "output_data", "hooks")
+    __slots__ = ("saved_tensors", "needs_input_grad", "output_data", "hooks", "trace")
     saves_output = False
 
     def __init__(self, *tensors):
@@ -205,6 +263,9 @@ def run_op(op, *inputs, **params):
     result.data = out
     result.grad = None
     if _GradMode.enabled and True in needs:
+        if _AnomalyMode.enabled:
+            node.trace = _user_stack()
+            _note_nonfinite_output(node, inputs, out)
         node.saved_tensors = inputs
         node.needs_input_grad = needs
         node.output_data = out if op.saves_output else None
@@ -312,6 +373,7 @@ def _run_backward(roots, root_grads, retain_graph, create_graph=False, inputs=No
     consumers = _count_consumers(list(pending))
     ready = [node for node in pending if consumers[node] == 0]
     seeds = {id(grad) for grad in root_grads}
+    check_finite = _AnomalyMode.enabled
 
     while ready:
         node = ready.pop()
@@ -324,6 +386,8 @@ def _run_backward(roots, root_grads, retain_graph, create_graph=False, inputs=No
             if captured_nodes and node in captured_nodes:
                 _accumulate(sinks, captured_nodes[node], grad, borrowed=True)
             input_grads = _apply_differentiable(node, grad) if create_graph else node.apply(grad)
+            if check_finite:
+                _check_finite(node, input_grads)
         for t, g in zip(node.saved_tensors, input_grads):
             if not isinstance(t, Tensor):
                 continue
@@ -536,9 +600,8 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
         x.grad = None
     try:
         out = fn(*inputs)
-        if not out.requires_grad:
-            raise GradcheckError("gradcheck: fn's output does not require grad")
-        out.backward(weights.astype(out.dtype))
+        if out.requires_grad:                # else fn ignores its inputs: its gradient is zero
+            out.backward(weights.astype(out.dtype))
         analytic = [np.zeros(x.shape) if x.grad is None else x.grad.data for x in checked]
     finally:
         for x, g in zip(checked, saved):
@@ -555,6 +618,33 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
     return True
 
 
+def gradgradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
+    """Check second derivatives: :func:`gradcheck` of the first derivatives of ``fn``.
+
+    The first derivatives (for fixed random output weights) are computed with
+    ``create_graph=True``, so their own gradient comes from the rules running on Tensors.
+
+    >>> gradgradcheck(lambda t: (t ** 3).sum(), [Tensor([0.5, 2.0], dtype=np.float64, requires_grad=True)])
+    True
+    """
+    inputs = _as_tuple(inputs)
+    with no_grad():
+        out = fn(*inputs)
+    weights = Tensor._make(np.random.default_rng(1).standard_normal(np.shape(out.data)))
+
+    def first_derivatives(*xs):
+        with enable_grad():
+            wrt = [x for x in xs if isinstance(x, Tensor) and x.requires_grad]
+            grads = grad(fn(*xs), wrt, grad_outputs=weights.astype(out.dtype),
+                         create_graph=True, allow_unused=True)
+            flat = [(g if g is not None else Tensor._make(np.zeros(x.shape, x.dtype))).reshape(-1)
+                    for g, x in zip(grads, wrt)]
+            from tinytorch.core.tensor import concatenate
+            return concatenate(flat)
+
+    return gradcheck(first_derivatives, inputs, eps, atol, rtol)
+
+
 # The op table (every Function subclass, forward and gradient side by side) lives in ops.py.
 from tinytorch.core.ops import *  # noqa: E402,F401,F403
 from tinytorch.core.ops import __all__ as _ops_all  # noqa: E402
@@ -564,5 +654,5 @@ from tinytorch.core.functional import __all__ as _functional_all  # noqa: E402
 __all__ = [
     "Function", "run_op", "backward", "grad", "unbroadcast", "gradcheck", "GradcheckError",
     "numerical_gradients", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
-    "enable_autograd",
+    "enable_autograd", "detect_anomaly", "gradgradcheck",
 ] + list(_ops_all) + list(_functional_all)
