@@ -15,6 +15,7 @@ Tensor([7.], dtype=float32)
 """
 
 import functools
+import weakref
 
 import numpy as np
 
@@ -408,6 +409,10 @@ def _run_backward(roots, root_grads, retain_graph, create_graph=False, inputs=No
                         # The leaf must own its gradient: copy one that may be shared.
                         borrowed = not reduced and (g is grad or id(g) in seeds
                                                     or getattr(g, "base", None) is not None)
+                        if _leaf_hooks and id(t) in _leaf_hooks:
+                            for hook in _leaf_hooks[id(t)]:
+                                g = _call_hook(hook, g)
+                            borrowed = True
                         _accumulate(sinks, key, g, borrowed)
                 continue
             if g is not None:
@@ -439,12 +444,62 @@ def _apply_differentiable(node, grad):
 
 
 def _run_node_hooks(node, grad):
-    """Run hooks registered on the tensor that ``node`` produced (e.g. ``retain_grad``)."""
+    """Run the hooks of the tensor that ``node`` produced; ``retain_grad`` ones run last."""
     for hook in node.hooks:
-        result = hook(grad)
-        if result is not None:
-            grad = result
+        if not getattr(hook, "runs_last", False):
+            grad = _call_hook(hook, grad)
+    for hook in node.hooks:
+        if getattr(hook, "runs_last", False):
+            hook(grad)
     return grad
+
+
+def _call_hook(hook, grad):
+    """Call a user hook with the gradient as a Tensor; a returned value replaces the gradient."""
+    result = hook(grad if isinstance(grad, Tensor) else Tensor._make(grad))
+    if result is None:
+        return grad
+    if isinstance(grad, Tensor):
+        replacement = result if isinstance(result, Tensor) else Tensor._make(np.asarray(result))
+    else:
+        replacement = np.asarray(result.data if isinstance(result, Tensor) else result)
+    if replacement.shape != grad.shape:
+        raise RuntimeError(f"hook {hook!r} returned a gradient of shape {replacement.shape}, "
+                           f"expected {grad.shape}")
+    return replacement
+
+
+_leaf_hooks = {}        # id(leaf Tensor) -> its hooks in registration order, until it is freed
+
+
+class RemovableHandle:
+    """What ``register_hook`` returns: ``handle.remove()`` unregisters the hook."""
+
+    __slots__ = ("hooks", "hook")
+
+    def __init__(self, hooks, hook):
+        self.hooks, self.hook = hooks, hook
+
+    def remove(self):
+        if self.hook in self.hooks:
+            self.hooks.remove(self.hook)
+
+
+def register_hook(tensor, hook):
+    """Call ``hook(grad)`` whenever the gradient of ``tensor`` is computed (see Tensor.register_hook)."""
+    if not tensor.requires_grad:
+        raise RuntimeError("cannot register a hook on a tensor that does not require grad")
+    if tensor.grad_fn is None:
+        if id(tensor) not in _leaf_hooks:
+            _leaf_hooks[id(tensor)] = []
+            weakref.finalize(tensor, _leaf_hooks.pop, id(tensor), None)
+        hooks = _leaf_hooks[id(tensor)]
+    else:
+        if tensor.grad_fn.hooks is None:
+            tensor.grad_fn.hooks = []
+        hooks = tensor.grad_fn.hooks
+    hooks.append(hook)
+    return RemovableHandle(hooks, hook)
 
 
 def _seed_gradient(tensor, gradient, create_graph=False):
@@ -559,9 +614,12 @@ def numerical_gradients(fn, inputs, eps=1e-6):
     weights = np.random.default_rng(0).standard_normal(np.shape(out.data))
     grads = []
     for x in inputs:
+        if not isinstance(x, Tensor):
+            grads.append(None)
+            continue
         grad = np.zeros(x.data.shape, dtype=np.float64)
-        flat, gflat = x.data.reshape(-1), grad.reshape(-1)
-        for i in range(flat.size):
+        flat, gflat = x.data.flat, grad.reshape(-1)        # .flat writes through any layout
+        for i in range(x.data.size):
             original = flat[i]
             with no_grad():
                 flat[i] = original + eps
@@ -654,5 +712,5 @@ from tinytorch.core.functional import __all__ as _functional_all  # noqa: E402
 __all__ = [
     "Function", "run_op", "backward", "grad", "unbroadcast", "gradcheck", "GradcheckError",
     "numerical_gradients", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
-    "enable_autograd", "detect_anomaly", "gradgradcheck",
+    "enable_autograd", "detect_anomaly", "gradgradcheck", "register_hook", "RemovableHandle",
 ] + list(_ops_all) + list(_functional_all)

@@ -186,7 +186,8 @@ class PowBackward(Function):
             if isinstance(b, (int, float)):
                 grad_a = grad * 0 if b == 0 else grad * b * a ** (b - 1)
             else:
-                grad_a = _where(_raw(b) == 0, 0.0, grad * b * a ** (b - 1))
+                zero_exponent = _raw(b) == 0       # there a^1 instead of a^-1 keeps 0^-1 out
+                grad_a = _where(zero_exponent, 0.0, grad * b * a ** _where(zero_exponent, 1.0, b - 1))
         if need_b:
             if isinstance(a, (int, float)):
                 safe_log = float(np.log(a)) if a != 0 else 0.0

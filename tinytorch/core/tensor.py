@@ -13,6 +13,7 @@ op's forward computation and its gradient rule stand side by side.
 """
 
 import numbers
+import weakref
 
 import numpy as np
 
@@ -58,10 +59,20 @@ def _to_array(data, dtype):
                     f"of NumPy dtype {array.dtype}")
 
 
-def _operand(value):
-    """Python numbers stay plain scalars (they take the tensor's dtype); the rest become Tensors."""
+def _operand(value, like=None):
+    """The other operand of an op on the Tensor ``like``, ready for ``run_op``.
+
+    Python numbers stay plain scalars (NumPy then keeps the tensor's dtype). Arrays, lists and
+    NumPy scalars become Tensors of ``like``'s dtype when ``like`` is a float Tensor, as a
+    number would: ``x64 * np_array`` stays exact and ``x32 + np_array`` stays float32.
+    """
+    kind = type(value)
+    if kind is Tensor or kind is float or kind is int:
+        return value
     if isinstance(value, Tensor) or (isinstance(value, (int, float)) and not isinstance(value, np.generic)):
         return value
+    if isinstance(like, Tensor) and like.dtype.type in _FLOAT_DTYPES:
+        return Tensor(value, dtype=like.dtype)
     return Tensor(value)
 
 
@@ -137,13 +148,15 @@ class Tensor:
         return self.permute(*range(self.ndim - 1, -1, -1))
 
     # ----- gradient life-cycle -----------------------------------------------------------------
-    def backward(self, gradient=None, retain_graph=False):
+    def backward(self, gradient=None, retain_graph=None, create_graph=False):
         """Accumulate d(self)/d(leaf) into every leaf's ``.grad`` (reverse-mode autodiff).
 
         ``gradient`` is d(loss)/d(self); it may be omitted for one-element tensors. The graph's
-        saved tensors are freed afterwards unless ``retain_graph=True``.
+        saved tensors are freed afterwards unless ``retain_graph=True``. With
+        ``create_graph=True`` the gradients are themselves differentiable.
         """
-        _autograd.backward([self], [gradient], retain_graph=retain_graph)
+        _autograd.backward([self], [gradient], retain_graph=retain_graph,
+                           create_graph=create_graph)
 
     def zero_grad(self):
         """Forget the accumulated gradient (``grad`` becomes None)."""
@@ -166,9 +179,21 @@ class Tensor:
             return
         if not self.requires_grad:
             raise RuntimeError("retain_grad() on a tensor that does not require grad")
-        hooks = node.hooks if node.hooks is not None else []
-        if not any(isinstance(h, _RetainGrad) for h in hooks):
-            node.hooks = hooks + [_RetainGrad(self)]
+        if node.hooks is None:
+            node.hooks = []
+        if not any(isinstance(h, _RetainGrad) for h in node.hooks):
+            node.hooks.append(_RetainGrad(self))
+
+    def register_hook(self, hook):
+        """Call ``hook(grad)`` each time this tensor's gradient is computed in backward.
+
+        The hook gets the gradient as a Tensor and may return a replacement (same shape).
+        Returns a handle whose ``remove()`` unregisters it. Hooks run in registration order.
+
+        >>> handle = x.register_hook(lambda g: g * 2)    # doubles the gradient reaching x
+        >>> handle.remove()
+        """
+        return _autograd.register_hook(self, hook)
 
     def detach(self):
         """A new leaf sharing this tensor's data, cut off from the graph."""
@@ -244,40 +269,40 @@ class Tensor:
 
     # ----- arithmetic ---------------------------------------------------------------------------
     def __add__(self, other):
-        return run_op(AddBackward, self, _operand(other))
+        return run_op(AddBackward, self, _operand(other, self))
 
     def __radd__(self, other):
-        return run_op(AddBackward, _operand(other), self)
+        return run_op(AddBackward, _operand(other, self), self)
 
     def __sub__(self, other):
-        return run_op(SubBackward, self, _operand(other))
+        return run_op(SubBackward, self, _operand(other, self))
 
     def __rsub__(self, other):
-        return run_op(SubBackward, _operand(other), self)
+        return run_op(SubBackward, _operand(other, self), self)
 
     def __mul__(self, other):
-        return run_op(MulBackward, self, _operand(other))
+        return run_op(MulBackward, self, _operand(other, self))
 
     def __rmul__(self, other):
-        return run_op(MulBackward, _operand(other), self)
+        return run_op(MulBackward, _operand(other, self), self)
 
     def __truediv__(self, other):
-        return run_op(DivBackward, self, _operand(other))
+        return run_op(DivBackward, self, _operand(other, self))
 
     def __rtruediv__(self, other):
-        return run_op(DivBackward, _operand(other), self)
+        return run_op(DivBackward, _operand(other, self), self)
 
     def __pow__(self, exponent):
-        return run_op(PowBackward, self, _operand(exponent))
+        return run_op(PowBackward, self, _operand(exponent, self))
 
     def __rpow__(self, base):
-        return run_op(PowBackward, _operand(base), self)
+        return run_op(PowBackward, _operand(base, self), self)
 
     def __matmul__(self, other):
-        return run_op(MatmulBackward, self, _operand(other))
+        return run_op(MatmulBackward, self, _operand(other, self))
 
     def __rmatmul__(self, other):
-        return run_op(MatmulBackward, _operand(other), self)
+        return run_op(MatmulBackward, _operand(other, self), self)
 
     def __neg__(self):
         return run_op(NegBackward, self)
@@ -365,11 +390,11 @@ class Tensor:
 
     def maximum(self, other):
         """Elementwise maximum; at ties the gradient is split equally."""
-        return run_op(MaximumBackward, self, _operand(other))
+        return run_op(MaximumBackward, self, _operand(other, self))
 
     def minimum(self, other):
         """Elementwise minimum; at ties the gradient is split equally."""
-        return run_op(MinimumBackward, self, _operand(other))
+        return run_op(MinimumBackward, self, _operand(other, self))
 
     # ----- reductions ---------------------------------------------------------------------------
     def sum(self, axis=None, keepdims=False, dim=None):
@@ -493,19 +518,19 @@ class _RetainGrad:
     """Node hook that stores the incoming gradient on the (non-leaf) tensor that asked."""
 
     __slots__ = ("tensor_ref",)
+    runs_last = True                 # after the user's hooks, which may replace the gradient
 
     def __init__(self, tensor):
-        import weakref
         self.tensor_ref = weakref.ref(tensor)
 
     def __call__(self, grad):
         tensor = self.tensor_ref()
         if tensor is not None:
+            grad = grad.data if isinstance(grad, Tensor) else grad
             if tensor.grad is None:
                 tensor.grad = Tensor._make(np.array(grad, dtype=tensor.dtype))
             else:
                 tensor.grad.data = tensor.grad.data + grad
-        return None
 
 
 def _axis(axis, dim):
@@ -632,33 +657,47 @@ def _data(t):
     return t.data if isinstance(t, Tensor) else np.asarray(t)
 
 
-def concatenate(tensors, axis=0, dim=None):
-    """Join tensors along an existing axis (differentiable)."""
-    tensors = [_operand_tensor(t) for t in tensors]
+def concatenate(tensors, axis=None, dim=None):
+    """Join tensors along an existing axis (default 0; ``dim=`` is an alias) (differentiable)."""
+    tensors = _join_operands(tensors)
     if not tensors:
         raise ValueError("concatenate needs at least one tensor")
-    return run_op(ConcatenateBackward, *tensors, axis=_axis(axis, dim))
+    return run_op(ConcatenateBackward, *tensors, axis=_axis_or_zero(axis, dim))
 
 
 cat = concatenate
 
 
-def stack(tensors, axis=0, dim=None):
-    """Join same-shaped tensors along a new axis (differentiable)."""
-    tensors = [_operand_tensor(t) for t in tensors]
+def stack(tensors, axis=None, dim=None):
+    """Join same-shaped tensors along a new axis (default 0; ``dim=`` is an alias) (differentiable)."""
+    tensors = _join_operands(tensors)
     if not tensors:
         raise ValueError("stack needs at least one tensor")
-    return run_op(StackBackward, *tensors, axis=_axis(axis, dim))
+    return run_op(StackBackward, *tensors, axis=_axis_or_zero(axis, dim))
+
+
+def _axis_or_zero(axis, dim):
+    """The joining axis of concatenate/stack: ``axis`` or its alias ``dim``, 0 when neither."""
+    axis = _axis(axis, dim)
+    return 0 if axis is None else axis
 
 
 def where(condition, a, b):
     """Elementwise ``a`` where ``condition`` is true, else ``b`` (differentiable in a and b)."""
     condition = np.asarray(_data(condition), dtype=bool)
-    return run_op(WhereBackward, _operand(a), _operand(b), condition=condition)
+    like = a if isinstance(a, Tensor) else b if isinstance(b, Tensor) else None
+    if like is None:                 # two constants: nothing to differentiate
+        return Tensor(np.where(condition, a, b))
+    return run_op(WhereBackward, _operand(a, like), _operand(b, like), condition=condition)
 
 
-def _operand_tensor(value):
-    return value if isinstance(value, Tensor) else Tensor(value)
+def _join_operands(values):
+    """The inputs of concatenate/stack as Tensors: arrays and lists among them take the dtype
+    of the first float Tensor, as an operand of an arithmetic op does (see :func:`_operand`)."""
+    values = list(values)
+    like = next((v for v in values if isinstance(v, Tensor) and v.dtype.type in _FLOAT_DTYPES), None)
+    return [v if isinstance(v, Tensor) else Tensor(v, dtype=None if like is None else like.dtype)
+            for v in values]
 
 
 # The op classes and the engine need Tensor, so they are imported once it exists.
