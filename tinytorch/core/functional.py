@@ -1,3 +1,568 @@
-"""Neural-network functions (activations and losses) as fused differentiable ops."""
+"""Neural-network functions as fused differentiable ops: activations and losses.
 
-__all__ = []
+Each op below computes its result directly in NumPy and states its gradient right beside it
+(the conventions are those of ``ops.py``). Fusing is what makes them stable:
+softmax and log-softmax subtract the row maximum before exponentiating, cross-entropy is
+computed from a log-sum-exp, and sigmoid-based functions never exponentiate a positive number,
+so inputs of +-1e4 give exact, finite values and gradients.
+
+>>> import tinytorch as tt
+>>> logits = tt.Tensor([[1e4, 0.0, -1e4]], requires_grad=True)
+>>> loss = cross_entropy(logits, [0])          # log-sum-exp: finite, exactly 0
+>>> loss.backward()                            # d/dlogits = softmax - one_hot = [[0, 0, 0]]
+
+The loss functions take ``reduction='mean' | 'sum' | 'none'`` ('none' returns one loss per
+element, or per sample for cross-entropy). Targets are constants of the graph, except in
+:func:`mse_loss`, where a target that requires grad gets its gradient too.
+"""
+
+import functools
+import math
+import numbers
+from fractions import Fraction
+
+import numpy as np
+
+from tinytorch.core.autograd import Function, run_op
+from tinytorch.core.ops import _exp, _raw, _where
+from tinytorch.core.tensor import Tensor
+
+__all__ = [
+    "SoftmaxBackward", "LogSoftmaxBackward", "GELUBackward", "ErfBackward", "LeakyReLUBackward",
+    "SiLUBackward", "MSEBackward", "BCEBackward", "BCEWithLogitsBackward",
+    "CrossEntropyBackward",
+    "relu", "sigmoid", "tanh", "softmax", "log_softmax", "gelu", "erf", "leaky_relu", "silu",
+    "mse_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy",
+]
+
+_REDUCTIONS = ("mean", "sum", "none")
+_SQRT1_2 = math.sqrt(0.5)
+_TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_GELU_TANH_CUBIC = 0.044715
+_BCE_LOG_FLOOR = -100.0         # PyTorch clamps each log of binary_cross_entropy at -100
+_BCE_GRAD_EPSILON = float(np.float32(1e-12))   # ...and its gradient by max(p (1 - p), 1e-12)
+
+
+# ----- helpers (NumPy arrays or Tensors) ----------------------------------------------------------
+
+def _as_tensor(x):
+    return x if isinstance(x, Tensor) else Tensor(x)
+
+
+def _constant(array, like):
+    """``array`` as an operand of ``like``: wrapped (dtype kept) when ``like`` is a Tensor."""
+    return Tensor._make(array) if isinstance(like, Tensor) else array
+
+
+def _sigmoid(v):
+    """1 / (1 + e^-v) without overflow: only e^-|v| <= 1 is ever computed."""
+    if isinstance(v, Tensor):
+        return v.sigmoid()
+    z = np.exp(-np.abs(v))
+    return np.where(v >= 0, 1.0, z) / (1.0 + z)
+
+
+def _check_reduction(reduction, name):
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{name}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    return reduction
+
+
+def _check_dim(dim, ndim, name):
+    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
+        raise TypeError(f"{name}: dim must be an int, got {dim!r}")
+    if not -ndim <= dim < ndim:
+        raise IndexError(f"{name}: dim {dim} is out of range for a tensor with {ndim} dims "
+                         f"(valid: {-ndim} to {ndim - 1})")
+    return int(dim) % ndim
+
+
+def _reduce(losses, reduction):
+    if reduction == "mean":
+        return np.asarray(losses.mean())
+    if reduction == "sum":
+        return np.asarray(losses.sum())
+    return losses
+
+
+def _scaled(grad, reduction, count):
+    """The gradient reaching each element's loss: ``grad``, divided by ``count`` for 'mean'."""
+    return grad / count if reduction == "mean" else grad
+
+
+# ----- erf, the standard normal CDF ---------------------------------------------------------------
+#
+# erf(x) = 2/sqrt(pi) * integral_0^x exp(-t^2) dt, in float64, to a few units in the last place:
+# - |x| <= 4: a Taylor expansion around the nearest c = k/16. Since d/dx erf = 2/sqrt(pi) e^(-x^2)
+#   and d^n/dx^n e^(-x^2) = (-1)^n H_n(x) e^(-x^2) (Hermite polynomials),
+#       erf(c + h) = erf(c) + 2/sqrt(pi) e^(-c^2) * sum_n (-1)^n H_n(c) h^(n+1) / (n+1)!,
+#   and erfc(c + h) = erfc(c) minus the same sum. With |h| <= 1/32, 10 terms reach full precision.
+# - |x| > 4: Laplace's continued fraction
+#       erfc(x) = e^(-x^2) / sqrt(pi) / (x + (1/2) / (x + 1 / (x + (3/2) / (x + ...)))).
+
+_TAYLOR_STEP = 16         # centres at multiples of 1/16
+_TAYLOR_END = 4.0
+_TAYLOR_TERMS = 10
+_FRACTION_DEPTH = 25
+
+
+@functools.cache
+def _erf_taylor_table():
+    """Rows: erf(c), erfc(c), then the Taylor coefficients a_n of h^(n+1); one column per c."""
+    columns = []
+    for k in range(int(_TAYLOR_END * _TAYLOR_STEP) + 1):
+        c = Fraction(k, _TAYLOR_STEP)
+        scale = _TWO_OVER_SQRT_PI * math.exp(-float(c * c))
+        column = [math.erf(c), math.erfc(c)]
+        hermite_prev, hermite = Fraction(0), Fraction(1)          # H_-1, H_0 (exact rationals)
+        factorial = 1
+        for n in range(_TAYLOR_TERMS):
+            factorial *= n + 1
+            column.append(float((-1) ** n * hermite / factorial) * scale)
+            hermite_prev, hermite = hermite, 2 * c * hermite - 2 * n * hermite_prev
+        columns.append(column)
+    return np.array(columns).T.copy()
+
+
+def _erf_and_erfc(x):
+    """erf(x) and erfc(x) = 1 - erf(x), elementwise in float64, each accurate to a few ulp.
+
+    >>> _erf_and_erfc(np.array([0.5, 10.0]))
+    (array([0.52049988, 1.]), array([4.79500122e-01, 2.08848758e-45]))
+    """
+    x = np.asarray(x, dtype=np.float64)
+    a = np.abs(x)
+    near = np.fmin(a, _TAYLOR_END)                   # fmin: NaN becomes 4 here, restored below
+    k = (near * _TAYLOR_STEP + 0.5).astype(np.intp)
+    h = near - k * (1.0 / _TAYLOR_STEP)
+    table = _erf_taylor_table()
+    series = table[2 + _TAYLOR_TERMS - 1].take(k)
+    for n in range(_TAYLOR_TERMS - 2, -1, -1):
+        series *= h
+        series += table[2 + n].take(k)
+    series *= h
+    erf_a = table[0].take(k) + series
+    erfc_a = table[1].take(k) - series
+    far = a > _TAYLOR_END
+    if far.any():
+        z = np.minimum(a[far], 30.0)                 # erfc(30) underflows to 0 anyway
+        fraction = z.copy()
+        for j in range(_FRACTION_DEPTH, 0, -1):
+            fraction = z + (0.5 * j) / fraction
+        high = z.astype(np.float32).astype(np.float64)    # z^2 = high^2 + (z-high)(z+high), exactly
+        gaussian = np.exp(-high * high) * np.exp(-(z - high) * (z + high))
+        erfc_far = gaussian / (math.sqrt(math.pi) * fraction)
+        erfc_a[far] = erfc_far
+        erf_a[far] = 1.0 - erfc_far
+    erfc = erfc_a
+    np.add(1.0, erf_a, out=erfc, where=x < 0)             # erfc(-a) = 1 + erf(a)
+    erf = np.copysign(erf_a, x)
+    nan = np.isnan(x)
+    if nan.any():
+        erf[nan] = erfc[nan] = np.nan
+    return erf, erfc
+
+
+def _normal_cdf(v):
+    """Phi(v) = P(Z <= v), Z standard normal, = erfc(-v / sqrt 2) / 2 (accurate in both tails)."""
+    if isinstance(v, Tensor):
+        return (erf(v * _SQRT1_2) + 1.0) * 0.5
+    return (0.5 * _erf_and_erfc(-v * _SQRT1_2)[1]).astype(v.dtype, copy=False)
+
+
+def _normal_pdf(v):
+    """phi(v) = exp(-v^2 / 2) / sqrt(2 pi); |v| is capped at 40, where phi is already 0."""
+    clipped = v.clip(-40.0, 40.0)
+    return _exp(clipped * clipped * -0.5) * _INV_SQRT_2PI
+
+
+class ErfBackward(Function):
+    """y = erf(x) = 2/sqrt(pi) * integral_0^x e^(-t^2) dt;  dy/dx = 2/sqrt(pi) e^(-x^2)."""
+    __slots__ = ()
+
+    def forward(self, x):
+        return _erf_and_erfc(x)[0].astype(x.dtype, copy=False)
+
+    def gradient(self, grad, x):
+        clipped = x.clip(-30.0, 30.0)
+        return (grad * _exp(clipped * clipped * -1.0) * _TWO_OVER_SQRT_PI,)
+
+
+# ----- activations --------------------------------------------------------------------------------
+
+class SoftmaxBackward(Function):
+    """y = softmax(x) along ``dim``:  y_i = e^(x_i - m) / sum_j e^(x_j - m),  m = max_j x_j.
+
+    Subtracting m changes nothing mathematically and keeps every exponential <= 1.
+    dL/dx = y * (g - sum_j g_j y_j), with g = dL/dy and the sum along ``dim``.
+    """
+    __slots__ = ("dim",)
+    saves_output = True
+
+    def __init__(self, input_tensor, output_tensor, dim=-1):
+        super().__init__(input_tensor)
+        self.output_data = _raw(output_tensor)
+        self.dim = dim
+
+    def forward(self, x, dim=-1):
+        self.dim = dim
+        e = np.exp(x - x.max(axis=dim, keepdims=True))
+        return e / e.sum(axis=dim, keepdims=True)
+
+    def gradient(self, grad, x, out):
+        return (out * (grad - (grad * out).sum(axis=self.dim, keepdims=True)),)
+
+
+class LogSoftmaxBackward(Function):
+    """y = log softmax(x) along ``dim`` = (x - m) - log sum_j e^(x_j - m),  m = max_j x_j.
+
+    dL/dx = g - softmax(x) * sum_j g_j, with softmax(x) = e^y.
+    """
+    __slots__ = ("dim",)
+    saves_output = True
+
+    def __init__(self, input_tensor, output_tensor, dim=-1):
+        super().__init__(input_tensor)
+        self.output_data = _raw(output_tensor)
+        self.dim = dim
+
+    def forward(self, x, dim=-1):
+        self.dim = dim
+        shifted = x - x.max(axis=dim, keepdims=True)
+        return shifted - np.log(np.exp(shifted).sum(axis=dim, keepdims=True))
+
+    def gradient(self, grad, x, out):
+        return (grad - _exp(out) * grad.sum(axis=self.dim, keepdims=True),)
+
+
+def _check_approximate(approximate):
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return approximate
+
+
+def _gelu_tanh_inner(x):
+    """u = sqrt(2/pi) (x + 0.044715 x^3) and du/dx.
+
+    |x| is capped at 1e3, where sigmoid(2u) is already exactly 0 or 1.
+    """
+    clipped = x.clip(-1e3, 1e3)
+    square = clipped * clipped
+    u = (clipped + square * clipped * _GELU_TANH_CUBIC) * _SQRT_2_OVER_PI
+    du = (square * (3 * _GELU_TANH_CUBIC) + 1.0) * _SQRT_2_OVER_PI
+    return u, du
+
+
+class GELUBackward(Function):
+    """GELU, exact (``approximate='none'``, the default) or with the tanh approximation.
+
+    Exact:  y = x Phi(x), Phi the standard normal CDF;  dy/dx = Phi(x) + x phi(x).
+    Tanh:   y = x/2 (1 + tanh u) = x sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3);
+            dy/dx = sigmoid(2u) + 2x sigmoid(2u) sigmoid(-2u) du/dx.
+    Each gradient is the exact derivative of the formula the forward computes.
+    """
+    __slots__ = ("approximate",)
+
+    def __init__(self, input_tensor, approximate="none"):
+        super().__init__(input_tensor)
+        self.approximate = _check_approximate(approximate)
+
+    def forward(self, x, approximate="none"):
+        self.approximate = approximate
+        if approximate == "tanh":
+            u, _ = _gelu_tanh_inner(x)
+            return x * _sigmoid(u * 2.0)
+        return x * _normal_cdf(x)
+
+    def gradient(self, grad, x):
+        if self.approximate == "tanh":
+            u, du = _gelu_tanh_inner(x)
+            s = _sigmoid(u * 2.0)
+            return (grad * (s + x * s * _sigmoid(u * -2.0) * du * 2.0),)
+        return (grad * (_normal_cdf(x) + x * _normal_pdf(x)),)
+
+
+class LeakyReLUBackward(Function):
+    """y = x where x > 0, else a x (a = ``negative_slope``);  dy/dx = 1 where x > 0, else a."""
+    __slots__ = ("negative_slope",)
+
+    def forward(self, x, negative_slope=0.01):
+        self.negative_slope = negative_slope
+        return np.where(x > 0, x, x * negative_slope)
+
+    def gradient(self, grad, x):
+        return (_where(_raw(x) > 0, grad, grad * self.negative_slope),)
+
+
+class SiLUBackward(Function):
+    """y = x sigmoid(x) (also called swish);  dy/dx = s + x s (1 - s), s = sigmoid(x)."""
+    __slots__ = ()
+
+    def forward(self, x):
+        return x * _sigmoid(x)
+
+    def gradient(self, grad, x):
+        s = _sigmoid(x)
+        return (grad * (s + x * s * _sigmoid(-x)),)
+
+
+# ----- losses -------------------------------------------------------------------------------------
+
+class MSEBackward(Function):
+    """L = reduce((p - t)^2);  dL/dp = 2 (p - t) g (divided by the element count for 'mean'),
+    dL/dt = -dL/dp.
+
+    ``MSEBackward(predictions, targets)`` (the TinyTorch form) treats the target as a constant.
+    """
+    __slots__ = ("reduction", "target")
+
+    def __init__(self, predictions, targets, reduction="mean"):
+        super().__init__(predictions)
+        self.target = _raw(targets)
+        self.reduction = reduction
+
+    def forward(self, pred, target, reduction="mean"):
+        self.reduction = reduction
+        diff = pred - target
+        return _reduce(diff * diff, reduction)
+
+    def gradient(self, grad, pred, target=None):
+        if target is None:
+            target = _constant(self.target, pred)
+        grad_pred = _scaled(grad, self.reduction, _raw(pred).size) * (pred - target) * 2.0
+        if len(self.needs_input_grad) == 1:
+            return (grad_pred,)
+        need_pred, need_target = self.needs_input_grad
+        return (grad_pred if need_pred else None, -grad_pred if need_target else None)
+
+
+class BCEBackward(Function):
+    """L = -[t log p + (1 - t) log(1 - p)], each log clamped at -100 (as PyTorch does).
+
+    dL/dp = (p - t) / max(p (1 - p), 1e-12)   (PyTorch's rule: finite even at p = 0 or 1),
+    divided by the element count for 'mean'.
+    """
+    __slots__ = ("reduction", "target")
+
+    def __init__(self, predictions, targets, reduction="mean"):
+        super().__init__(predictions)
+        self.target = _raw(targets)
+        self.reduction = reduction
+
+    def forward(self, p, target, reduction="mean"):
+        self.target, self.reduction = target, reduction
+        with np.errstate(divide="ignore"):
+            log_p = np.maximum(np.log(p), _BCE_LOG_FLOOR)
+            log_not_p = np.maximum(np.log1p(-p), _BCE_LOG_FLOOR)
+        return _reduce(-(target * log_p + (1.0 - target) * log_not_p), reduction)
+
+    def gradient(self, grad, p):
+        variance = p * (1.0 - p)
+        floored = _where(_raw(variance) > _BCE_GRAD_EPSILON, variance, _BCE_GRAD_EPSILON)
+        target = _constant(self.target, p)
+        return (_scaled(grad, self.reduction, _raw(p).size) * (p - target) / floored,)
+
+
+class BCEWithLogitsBackward(Function):
+    """L = -[t log sigmoid(x) + (1 - t) log(1 - sigmoid(x))] = max(x, 0) - x t + log(1 + e^-|x|).
+
+    The right-hand form never exponentiates a positive number.  dL/dx = sigmoid(x) - t.
+    """
+    __slots__ = ("reduction", "target")
+
+    def forward(self, x, target, reduction="mean"):
+        self.target, self.reduction = target, reduction
+        return _reduce(np.maximum(x, 0.0) - x * target + np.log1p(np.exp(-np.abs(x))), reduction)
+
+    def gradient(self, grad, x):
+        target = _constant(self.target, x)
+        return (_scaled(grad, self.reduction, _raw(x).size) * (_sigmoid(x) - target),)
+
+
+def _softmax_rows(v):
+    """softmax along axis 1 of an array or Tensor (the shift by the row max is a constant)."""
+    row_max = _constant(_raw(v).max(axis=1, keepdims=True), v)
+    e = _exp(v - row_max)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class CrossEntropyBackward(Function):
+    """L_n = -log softmax(x_n)[t_n] = logsumexp(x_n) - x_n[t_n], for logits x (N, C) and class
+    indices t (N,); the log-sum-exp subtracts the row maximum first.
+
+    dL_n/dx_n = softmax(x_n) - one_hot(t_n)   (divided by N for 'mean').
+    """
+    __slots__ = ("reduction", "target")
+
+    def __init__(self, logits, targets, reduction="mean"):
+        super().__init__(logits)
+        self.target = _class_indices(targets, np.shape(_raw(logits)), "CrossEntropyBackward")
+        self.reduction = reduction
+
+    def forward(self, logits, target, reduction="mean"):
+        self.target, self.reduction = target, reduction
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        log_normaliser = np.log(np.exp(shifted).sum(axis=1))
+        return _reduce(log_normaliser - shifted[np.arange(len(target)), target], reduction)
+
+    def gradient(self, grad, logits):
+        n = len(self.target)
+        one_hot = np.zeros(_raw(logits).shape, dtype=_raw(logits).dtype)
+        one_hot[np.arange(n), self.target] = 1.0
+        scale = _scaled(grad, self.reduction, n)
+        if self.reduction == "none":
+            scale = scale.reshape((n, 1))
+        return ((_softmax_rows(logits) - _constant(one_hot, logits)) * scale,)
+
+
+def _class_indices(target, logits_shape, name):
+    """Validate class-index targets for logits of shape (N, C); return them as an int array."""
+    if len(logits_shape) != 2:
+        raise ValueError(f"{name}: logits must have shape (N, C), got shape {tuple(logits_shape)}")
+    n, classes = logits_shape
+    target = np.asarray(_raw(target))
+    if target.shape != (n,):
+        hint = (" (class probabilities are not supported: pass class indices, e.g. "
+                "target.argmax(axis=1))" if target.shape == tuple(logits_shape) else "")
+        raise ValueError(f"{name}: target must have shape ({n},), one class index per row of "
+                         f"logits of shape {tuple(logits_shape)}, got shape {target.shape}{hint}")
+    if target.dtype.kind == "f":
+        whole = np.isfinite(target) & (target == np.floor(target))
+        if not whole.all():
+            bad = target[~whole][0]
+            raise ValueError(f"{name}: target must hold integer class indices, got {bad.item()!r}")
+    elif target.dtype.kind not in "iu":
+        raise TypeError(f"{name}: target must hold integer class indices, got dtype {target.dtype}")
+    if n:
+        outside = (target < 0) | (target >= classes)
+        if outside.any():
+            bad = target[outside][0]
+            raise IndexError(f"{name}: target class {bad.item()!r} is out of range for {classes} "
+                             f"classes (valid: 0 to {classes - 1})")
+    return target.astype(np.intp)
+
+
+def _float_target(target, pred, name):
+    """A float target array with the prediction's dtype and, necessarily, its shape."""
+    target = np.asarray(_raw(target), dtype=pred.dtype)
+    if target.shape != pred.shape:
+        raise ValueError(f"{name}: target shape {target.shape} must match the input shape "
+                         f"{pred.shape}")
+    return target
+
+
+# ----- the functions ------------------------------------------------------------------------------
+
+def relu(x):
+    """max(0, x), elementwise.  >>> relu(Tensor([-1.0, 2.0]))  # Tensor([0., 2.])"""
+    return _as_tensor(x).relu()
+
+
+def sigmoid(x):
+    """1 / (1 + e^-x), elementwise, without overflow.  >>> sigmoid(Tensor([0.0]))  # [0.5]"""
+    return _as_tensor(x).sigmoid()
+
+
+def tanh(x):
+    """tanh(x), elementwise.  >>> tanh(Tensor([0.0]))  # [0.]"""
+    return _as_tensor(x).tanh()
+
+
+def softmax(x, dim=-1):
+    """Probabilities along ``dim``: e^x_i / sum_j e^x_j (stable for any input).
+
+    >>> softmax(Tensor([[0.0, 0.0]]))   # [[0.5, 0.5]]
+    """
+    x = _as_tensor(x)
+    return run_op(SoftmaxBackward, x, dim=_check_dim(dim, x.ndim, "softmax"))
+
+
+def log_softmax(x, dim=-1):
+    """log softmax(x) along ``dim`` = x - logsumexp(x), computed without overflow or log(0).
+
+    >>> log_softmax(Tensor([[1e4, -1e4]]))   # [[0., -2e4]]
+    """
+    x = _as_tensor(x)
+    return run_op(LogSoftmaxBackward, x, dim=_check_dim(dim, x.ndim, "log_softmax"))
+
+
+def gelu(x, approximate="none"):
+    """GELU(x) = x Phi(x) (``approximate='none'``), or x/2 (1 + tanh(sqrt(2/pi)(x + 0.044715 x^3))).
+
+    >>> gelu(Tensor([1.0]))    # [0.8413]
+    """
+    return run_op(GELUBackward, _as_tensor(x), approximate=_check_approximate(approximate))
+
+
+def erf(x):
+    """The error function 2/sqrt(pi) * integral_0^x e^(-t^2) dt, elementwise.
+
+    >>> erf(Tensor([0.5]))    # [0.5205]
+    """
+    return run_op(ErfBackward, _as_tensor(x))
+
+
+def leaky_relu(x, negative_slope=0.01):
+    """x where x > 0, else ``negative_slope`` * x.  >>> leaky_relu(Tensor([-2.0]), 0.1)  # [-0.2]"""
+    return run_op(LeakyReLUBackward, _as_tensor(x), negative_slope=float(negative_slope))
+
+
+def silu(x):
+    """x * sigmoid(x) (swish).  >>> silu(Tensor([0.0]))  # [0.]"""
+    return run_op(SiLUBackward, _as_tensor(x))
+
+
+def mse_loss(input, target, reduction="mean"):
+    """Mean squared error: reduce((input - target)^2). Shapes must match.
+
+    >>> mse_loss(Tensor([1.0, 3.0]), Tensor([1.0, 1.0]))   # (0 + 4) / 2 = 2
+    """
+    pred = _as_tensor(input)
+    _check_reduction(reduction, "mse_loss")
+    if isinstance(target, Tensor):
+        if target.shape != pred.shape:
+            raise ValueError(f"mse_loss: target shape {target.shape} must match the input shape "
+                             f"{pred.shape}")
+    else:
+        target = Tensor._make(_float_target(target, pred, "mse_loss"))
+    return run_op(MSEBackward, pred, target, reduction=reduction)
+
+
+def binary_cross_entropy(input, target, reduction="mean"):
+    """-[t log p + (1 - t) log(1 - p)] for probabilities p in [0, 1] (logs clamped at -100).
+
+    >>> binary_cross_entropy(Tensor([0.5]), Tensor([1.0]))   # log 2
+    """
+    p = _as_tensor(input)
+    _check_reduction(reduction, "binary_cross_entropy")
+    target = _float_target(target, p, "binary_cross_entropy")
+    if p.size and not ((p.data >= 0) & (p.data <= 1)).all():
+        raise ValueError(f"binary_cross_entropy: input must hold probabilities in [0, 1], got "
+                         f"values from {p.data.min()} to {p.data.max()} (for logits use "
+                         f"binary_cross_entropy_with_logits)")
+    return run_op(BCEBackward, p, target=target, reduction=reduction)
+
+
+def binary_cross_entropy_with_logits(input, target, reduction="mean"):
+    """Binary cross-entropy of sigmoid(x), computed from the logits x stably for any x.
+
+    >>> binary_cross_entropy_with_logits(Tensor([0.0]), Tensor([1.0]))   # log 2
+    """
+    x = _as_tensor(input)
+    _check_reduction(reduction, "binary_cross_entropy_with_logits")
+    target = _float_target(target, x, "binary_cross_entropy_with_logits")
+    return run_op(BCEWithLogitsBackward, x, target=target, reduction=reduction)
+
+
+def cross_entropy(input, target, reduction="mean"):
+    """Softmax cross-entropy: logits (N, C), integer class targets (N,) (floats holding integers
+    are accepted);  L_n = logsumexp(x_n) - x_n[t_n].
+
+    >>> cross_entropy(Tensor([[0.0, 0.0]]), [1])   # log 2
+    """
+    logits = _as_tensor(input)
+    _check_reduction(reduction, "cross_entropy")
+    target = _class_indices(target, logits.shape, "cross_entropy")
+    return run_op(CrossEntropyBackward, logits, target=target, reduction=reduction)
