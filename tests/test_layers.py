@@ -390,3 +390,15 @@ def test_sequential_append_registers_the_new_layer():
 def test_sequential_rejects_layers_that_cannot_be_called():
     with pytest.raises(TypeError, match="layer 1 is a int"):
         Sequential(Linear(2, 2), 3)
+
+
+def test_frozen_parameter_inside_a_list_stays_in_the_state_dict():
+    class Holder(Module):
+        def __init__(self):
+            super().__init__()
+            self.weights = [Tensor(np.ones(2), requires_grad=True), Tensor(np.zeros(3), requires_grad=True)]
+
+    holder = Holder()
+    holder.weights[0].requires_grad_(False)
+    assert sorted(holder.state_dict()) == ["weights.0", "weights.1"]
+    assert [name for name, _ in holder.named_parameters()] == ["weights.1"]

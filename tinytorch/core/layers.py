@@ -89,8 +89,9 @@ class Module:
 
     # ----- registration ---------------------------------------------------------------------------
     def __setattr__(self, name, value):
-        if isinstance(value, Tensor) and value.requires_grad and value.grad_fn is None:
-            self._registry("_parameter_names")[name] = None
+        for full_name, item in _walk(name, value):
+            if isinstance(item, Tensor) and item.requires_grad and item.grad_fn is None:
+                self._registry("_parameter_names")[full_name] = None
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name):

@@ -177,14 +177,14 @@ class PowBackward(Function):
     saves_output = True
 
     def forward(self, a, b):
-        return a ** b
+        return _power(a, b)
 
     def gradient(self, grad, a, b, out):
         need_a, need_b = self.needs_input_grad
         grad_a = grad_b = None
         if need_a:
             if isinstance(b, (int, float)):
-                grad_a = grad * 0 if b == 0 else grad * b * a ** (b - 1)
+                grad_a = grad * 0 if b == 0 else grad * b * _power(a, b - 1)
             else:
                 zero_exponent = _raw(b) == 0       # there a^1 instead of a^-1 keeps 0^-1 out
                 grad_a = _where(zero_exponent, 0.0, grad * b * a ** _where(zero_exponent, 1.0, b - 1))
@@ -195,6 +195,13 @@ class PowBackward(Function):
                 safe_log = _log(_where(_raw(a) == 0, 1.0, a))
             grad_b = grad * out * safe_log
         return grad_a, grad_b
+
+
+def _power(a, exponent):
+    """a ** exponent, with small whole exponents as products (NumPy's pow is slow for them)."""
+    if isinstance(exponent, (int, float)) and exponent in (1, 2, 3):
+        return a * 1 if exponent == 1 else a * a if exponent == 2 else a * a * a
+    return a ** exponent
 
 
 class MatmulBackward(Function):
@@ -232,6 +239,10 @@ class MatmulBackward(Function):
             grad_a = grad2 @ b.reshape((1,) + b.shape) if need_a else None
             grad_b = (_swap_last_two(a) @ grad2).reshape(grad.shape[:-1] + b.shape) if need_b else None
             return grad_a, grad_b
+        if a.ndim > 2 and b.ndim == 2 and need_b:       # (..., k, n) @ (n, m): one big matmul
+            flat_a = a.reshape(-1, a.shape[-1])
+            return (grad @ _swap_last_two(b) if need_a else None,
+                    _swap_last_two(flat_a) @ grad.reshape(-1, grad.shape[-1]))
         return (grad @ _swap_last_two(b) if need_a else None,
                 _swap_last_two(a) @ grad if need_b else None)
 
