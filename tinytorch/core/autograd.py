@@ -169,7 +169,16 @@ def _note_nonfinite_output(node, inputs, out):
 # Graph nodes
 # --------------------------------------------------------------------------------------------
 
-class Function:
+class _FunctionType(type):
+    """Metaclass of Function: gives PyTorch-style custom ops their class-level ``MyOp.apply``."""
+
+    @property
+    def apply(cls):
+        """``MyOp.apply(*inputs)`` runs a custom op that defines static forward/backward."""
+        return functools.partial(_apply_custom_function, cls)
+
+
+class Function(metaclass=_FunctionType):
     """A node of the graph: one differentiable operation applied to some inputs.
 
     Subclasses give ``forward(*values, **params) -> ndarray`` (compute the output from the
@@ -178,14 +187,31 @@ class Function:
     are the inputs' arrays, followed by the output's array when the class sets
     ``saves_output = True``. Rules use only arithmetic and methods that NumPy arrays and
     Tensors share, so the same rule can later run on Tensors to build higher-order graphs.
+    Run such an op with ``run_op(Square, x)``.
 
-    ``apply(grad_output)`` is the TinyTorch API: NumPy gradient in, one gradient per input out.
+    ``node.apply(grad_output)`` is the TinyTorch API: NumPy gradient in, one gradient per input.
 
     >>> class Square(Function):
     ...     def forward(self, x):
     ...         return x * x
     ...     def gradient(self, grad, x):
     ...         return (grad * 2 * x,)
+    >>> y = run_op(Square, x)
+
+    PyTorch's style works too: static ``forward(ctx, *inputs)`` and ``backward(ctx, grad)``
+    on Tensors, ``ctx.save_for_backward`` / ``ctx.saved_tensors`` / ``ctx.needs_input_grad``,
+    and ``MyOp.apply(*inputs)`` to run it::
+
+        class Cube(Function):
+            @staticmethod
+            def forward(ctx, x):
+                ctx.save_for_backward(x)
+                return x * x * x
+            @staticmethod
+            def backward(ctx, grad):
+                (x,) = ctx.saved_tensors
+                return grad * 3 * x * x
+        y = Cube.apply(x)
     """
 
     __slots__ = ("saved_tensors", "needs_input_grad", "output_data", "hooks", "trace")
@@ -231,6 +257,68 @@ class Function:
 
     def __repr__(self):
         return f"<{type(self).__name__}>"
+
+
+class FunctionCtx:
+    """The ``ctx`` of a PyTorch-style custom Function: what forward keeps for backward."""
+
+    def __init__(self, needs_input_grad):
+        self.needs_input_grad = needs_input_grad
+        self.saved_tensors = ()
+
+    def save_for_backward(self, *tensors):
+        """Keep ``tensors`` for backward, where ``ctx.saved_tensors`` returns them."""
+        self.saved_tensors = tensors
+
+
+def _apply_custom_function(fn_cls, *inputs):
+    """Run ``fn_cls.forward(ctx, *inputs)`` without recording, then record one node for it."""
+    if not isinstance(fn_cls.__dict__.get("backward"), staticmethod):
+        raise TypeError(
+            f"{fn_cls.__name__}.apply(*inputs) runs PyTorch-style custom ops, which define "
+            f"@staticmethod forward(ctx, ...) and backward(ctx, grad). For an op with "
+            f"forward(self, *arrays) and gradient(self, grad, *arrays), use run_op("
+            f"{fn_cls.__name__}, ...); to get input gradients from a node, call node.apply(grad).")
+    needs = tuple(isinstance(x, Tensor) and x.requires_grad for x in inputs)
+    ctx = FunctionCtx(needs)
+    with no_grad():
+        out = fn_cls.forward(ctx, *inputs)
+    if not isinstance(out, Tensor):
+        raise TypeError(f"{fn_cls.__name__}.forward must return one Tensor, "
+                        f"got {type(out).__name__}")
+    if not (_GradMode.enabled and True in needs):
+        return out
+    node = _CustomFunctionBackward.__new__(_CustomFunctionBackward)
+    node.saved_tensors, node.needs_input_grad = inputs, needs
+    node.output_data, node.hooks = None, None
+    node.fn_cls, node.ctx = fn_cls, ctx
+    if _AnomalyMode.enabled:
+        node.trace = _user_stack()
+    return Tensor._make(out.data, node)
+
+
+class _CustomFunctionBackward(Function):
+    """The graph node of a PyTorch-style custom op: its gradient is ``fn_cls.backward``."""
+
+    __slots__ = ("fn_cls", "ctx")
+
+    def gradient(self, grad, *values):
+        differentiable = isinstance(grad, Tensor)          # create_graph: stay on Tensors
+        with set_grad_enabled(differentiable):
+            grads = self.fn_cls.backward(self.ctx, grad if differentiable else Tensor._make(grad))
+        if not isinstance(grads, tuple):
+            grads = (grads,)
+        if len(grads) != len(self.saved_tensors):
+            raise RuntimeError(f"{self.fn_cls.__name__}.backward returned {len(grads)} gradients; "
+                               f"it needs one per forward input ({len(self.saved_tensors)})")
+        return tuple(
+            None if g is None or not need
+            else g if differentiable
+            else g.data if isinstance(g, Tensor) else np.asarray(g)
+            for g, need in zip(grads, self.needs_input_grad))
+
+    def __repr__(self):
+        return f"<{self.fn_cls.__name__}Backward>"
 
 
 _FREED_GRAPH_MESSAGE = (
@@ -713,4 +801,5 @@ __all__ = [
     "Function", "run_op", "backward", "grad", "unbroadcast", "gradcheck", "GradcheckError",
     "numerical_gradients", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
     "enable_autograd", "detect_anomaly", "gradgradcheck", "register_hook", "RemovableHandle",
+    "FunctionCtx",
 ] + list(_ops_all) + list(_functional_all)
