@@ -214,14 +214,16 @@ class Function(metaclass=_FunctionType):
         y = Cube.apply(x)
     """
 
-    __slots__ = ("saved_tensors", "needs_input_grad", "output_data", "hooks", "trace")
+    __slots__ = ("saved_tensors", "needs_input_grad", "output_data", "hooks", "trace", "epoch")
     saves_output = False
+    reads_inputs = True         # False where the rule needs only shapes: in-place edits are safe
 
     def __init__(self, *tensors):
         self.saved_tensors = tensors
         self.needs_input_grad = tuple(isinstance(t, Tensor) and t.requires_grad for t in tensors)
         self.output_data = None
         self.hooks = None
+        self.epoch = _InplaceLog.count
 
     @property
     def next_functions(self):
@@ -290,7 +292,7 @@ def _apply_custom_function(fn_cls, *inputs):
         return out
     node = _CustomFunctionBackward.__new__(_CustomFunctionBackward)
     node.saved_tensors, node.needs_input_grad = inputs, needs
-    node.output_data, node.hooks = None, None
+    node.output_data, node.hooks, node.epoch = None, None, _InplaceLog.count
     node.fn_cls, node.ctx = fn_cls, ctx
     if _AnomalyMode.enabled:
         node.trace = _user_stack()
@@ -319,6 +321,37 @@ class _CustomFunctionBackward(Function):
 
     def __repr__(self):
         return f"<{self.fn_cls.__name__}Backward>"
+
+
+class _InplaceLog:
+    """In-place edits of tensors, so backward can refuse values changed after a node used them.
+
+    ``count`` numbers the in-place operations; each node remembers the count at its creation
+    (its ``epoch``), and ``edits`` maps id(tensor) to (count, description) of its last edit.
+    """
+    count = 0
+    edits = {}
+
+
+def note_inplace(tensor, operation):
+    """Record that ``operation`` (e.g. ``'+='``) changed ``tensor``'s values in place."""
+    _InplaceLog.count += 1
+    if id(tensor) not in _InplaceLog.edits:
+        weakref.finalize(tensor, _InplaceLog.edits.pop, id(tensor), None)
+    _InplaceLog.edits[id(tensor)] = (_InplaceLog.count, operation)
+
+
+def _check_unmodified(node):
+    """Raise if an input whose values ``node``'s rule reads was edited in place after use."""
+    for i, t in enumerate(node.saved_tensors):
+        edit = _InplaceLog.edits.get(id(t)) if isinstance(t, Tensor) else None
+        if edit is not None and edit[0] > node.epoch:
+            raise RuntimeError(
+                f"{type(node).__name__} needs the values of its input {i} (a tensor of shape "
+                f"{t.shape} and dtype {t.dtype}) to compute its gradient, but they were modified "
+                f"by an in-place operation ({edit[1]}) after {type(node).__name__} used them. "
+                f"Use an out-of-place operation (e.g. x = x + y instead of x += y), or make the "
+                f"change after backward().")
 
 
 _FREED_GRAPH_MESSAGE = (
@@ -359,6 +392,7 @@ def run_op(op, *inputs, **params):
         node.needs_input_grad = needs
         node.output_data = out if op.saves_output else None
         node.hooks = None
+        node.epoch = _InplaceLog.count
         result.grad_fn = node
         result.requires_grad = True
     else:
@@ -470,6 +504,8 @@ def _run_backward(roots, root_grads, retain_graph, create_graph=False, inputs=No
         if grad is None:               # no consumer sent a gradient: pass None to every input
             input_grads = (None,) * len(node.saved_tensors)
         else:
+            if _InplaceLog.edits and node.reads_inputs:
+                _check_unmodified(node)
             if node.hooks is not None:
                 grad = _run_node_hooks(node, grad)
             if captured_nodes and node in captured_nodes:
@@ -801,5 +837,5 @@ __all__ = [
     "Function", "run_op", "backward", "grad", "unbroadcast", "gradcheck", "GradcheckError",
     "numerical_gradients", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
     "enable_autograd", "detect_anomaly", "gradgradcheck", "register_hook", "RemovableHandle",
-    "FunctionCtx",
+    "FunctionCtx", "note_inplace",
 ] + list(_ops_all) + list(_functional_all)

@@ -28,7 +28,7 @@ __all__ = [
     "ClipBackward", "MaximumBackward", "MinimumBackward", "CloneBackward", "CastBackward",
     "SumBackward", "MeanBackward", "MaxBackward", "MinBackward",
     "ReshapeBackward", "TransposeBackward", "PermuteBackward", "ExpandBackward",
-    "SliceBackward", "IndexAddBackward", "EmbeddingBackward", "ConcatenateBackward",
+    "SliceBackward", "IndexAddBackward", "SetItemBackward", "EmbeddingBackward", "ConcatenateBackward",
     "StackBackward", "WhereBackward",
 ]
 
@@ -111,6 +111,7 @@ def _normalise_axis(axis, ndim):
 class AddBackward(Function):
     """z = a + b;  dz/da = 1,  dz/db = 1."""
     __slots__ = ()
+    reads_inputs = False
 
     def forward(self, a, b):
         return a + b
@@ -123,6 +124,7 @@ class AddBackward(Function):
 class SubBackward(Function):
     """z = a - b;  dz/da = 1,  dz/db = -1."""
     __slots__ = ()
+    reads_inputs = False
 
     def forward(self, a, b):
         return a - b
@@ -159,6 +161,7 @@ class DivBackward(Function):
 class NegBackward(Function):
     """z = -a;  dz/da = -1."""
     __slots__ = ()
+    reads_inputs = False
 
     def forward(self, a):
         return -a
@@ -413,6 +416,7 @@ def _select_gradient(needs, grad, a_wins, tie):
 class CloneBackward(Function):
     """y = copy of x;  dy/dx = 1."""
     __slots__ = ()
+    reads_inputs = False
 
     def forward(self, x):
         return x.copy()
@@ -424,6 +428,7 @@ class CloneBackward(Function):
 class CastBackward(Function):
     """y = x converted to another float dtype;  dy/dx = 1 (the engine casts the gradient back)."""
     __slots__ = ()
+    reads_inputs = False
 
     def forward(self, x, dtype):
         return x.astype(dtype)
@@ -437,6 +442,7 @@ class CastBackward(Function):
 class SumBackward(Function):
     """y = sum of x over ``axis``;  dy/dx = 1: the gradient is spread back over the summed axes."""
     __slots__ = ("axis",)
+    reads_inputs = False
 
     def __init__(self, tensor, axis=None, keepdims=False):
         super().__init__(tensor)
@@ -453,6 +459,7 @@ class SumBackward(Function):
 class MeanBackward(Function):
     """y = mean of x over ``axis`` (N elements each);  dy/dx = 1/N."""
     __slots__ = ("axis",)
+    reads_inputs = False
 
     def forward(self, x, axis=None, keepdims=False):
         self.axis = _normalise_axis(axis, np.ndim(x))
@@ -505,6 +512,7 @@ def _extremum_gradient(grad, x, out, axis):
 class ReshapeBackward(Function):
     """y = x with a new shape;  the gradient is reshaped back to ``original_shape``."""
     __slots__ = ("original_shape",)
+    reads_inputs = False
 
     def __init__(self, tensor, original_shape):
         super().__init__(tensor)
@@ -525,6 +533,7 @@ class ReshapeBackward(Function):
 class TransposeBackward(Function):
     """y = x with axes dim0 and dim1 swapped (default: the last two);  swap the gradient back."""
     __slots__ = ("dim0", "dim1")
+    reads_inputs = False
 
     def __init__(self, tensor, dim0, dim1):
         super().__init__(tensor)
@@ -557,6 +566,7 @@ def _swap_axes(v, dim0, dim1):
 class PermuteBackward(Function):
     """y = x with axes reordered by ``axes``;  the gradient is permuted by the inverse order."""
     __slots__ = ("axes", "inverse_axes")
+    reads_inputs = False
 
     def __init__(self, tensor, axes):
         super().__init__(tensor)
@@ -581,6 +591,7 @@ class PermuteBackward(Function):
 class ExpandBackward(Function):
     """y = x broadcast to ``shape``;  the engine sums the gradient back over the copies."""
     __slots__ = ()
+    reads_inputs = False
 
     def forward(self, x, shape):
         try:
@@ -603,6 +614,7 @@ def _has_index_arrays(key):
 class SliceBackward(Function):
     """y = x[key];  the gradient lands back at the selected positions (summed where repeated)."""
     __slots__ = ("key", "original_shape")
+    reads_inputs = False
 
     def __init__(self, tensor, key):
         super().__init__(tensor)
@@ -637,6 +649,7 @@ def _scatter_add(grad, key, shape):
 class IndexAddBackward(Function):
     """y = zeros(shape) with x added at ``key`` (the gradient of indexing);  dy/dx = y[key]."""
     __slots__ = ("key",)
+    reads_inputs = False
 
     def forward(self, x, key, shape):
         self.key = key
@@ -646,9 +659,28 @@ class IndexAddBackward(Function):
         return (grad[self.key],)
 
 
+class SetItemBackward(Function):
+    """y = x with y[key] = value;  the gradient goes to x outside ``key``, to value inside it."""
+    __slots__ = ("key",)
+    reads_inputs = False
+
+    def forward(self, x, value, key):
+        self.key = key
+        out = x.copy()
+        out[key] = value
+        return out
+
+    def gradient(self, grad, x, value):
+        need_x, need_value = self.needs_input_grad
+        outside = np.ones(np.shape(_raw(x)), dtype=bool)
+        outside[self.key] = False
+        return (grad * outside if need_x else None, grad[self.key] if need_value else None)
+
+
 class EmbeddingBackward(Function):
     """y = weight[indices] (rows looked up);  each used row gets the sum of its gradients."""
     __slots__ = ("indices",)
+    reads_inputs = False
 
     def __init__(self, weight, indices):
         super().__init__(weight)
@@ -665,6 +697,7 @@ class EmbeddingBackward(Function):
 class ConcatenateBackward(Function):
     """y = inputs joined along ``axis``;  each input gets its slice of the gradient."""
     __slots__ = ("axis", "sizes")
+    reads_inputs = False
 
     def forward(self, *arrays, axis=0):
         try:
@@ -688,6 +721,7 @@ class ConcatenateBackward(Function):
 class StackBackward(Function):
     """y = inputs stacked along a new ``axis``;  input i gets the gradient's slice i."""
     __slots__ = ("axis",)
+    reads_inputs = False
 
     def forward(self, *arrays, axis=0):
         try:
@@ -707,6 +741,7 @@ class StackBackward(Function):
 class WhereBackward(Function):
     """z = a where condition else b;  the gradient goes to a where true, to b elsewhere."""
     __slots__ = ("condition",)
+    reads_inputs = False
 
     def forward(self, a, b, condition):
         self.condition = condition

@@ -500,18 +500,76 @@ class Tensor:
         return run_op(SliceBackward, self, key=_index_key(key))
 
     def __setitem__(self, key, value):
-        if self.requires_grad and _autograd.is_grad_enabled():
+        """``x[key] = value`` in place; differentiable (x's history is kept) like PyTorch."""
+        key = _index_key(key)
+        if self._starts_inplace(value, "x[...] = value"):
+            before = self._snapshot()
+            value = before if value is self else _operand(value, self)
+            self._finish_inplace(run_op(SetItemBackward, before, value, key=key), "x[...] = value")
+        else:
+            self.data[key] = value.data if isinstance(value, Tensor) else value
+            _autograd.note_inplace(self, "x[...] = value")
+
+    # ----- in-place arithmetic ----------------------------------------------------------------------
+    def __iadd__(self, other):
+        return self._inplace(AddBackward, other, "+=")
+
+    def __isub__(self, other):
+        return self._inplace(SubBackward, other, "-=")
+
+    def __imul__(self, other):
+        return self._inplace(MulBackward, other, "*=")
+
+    def __itruediv__(self, other):
+        return self._inplace(DivBackward, other, "/=")
+
+    def _inplace(self, op, other, symbol):
+        """Compute ``self <op> other`` and write it into self's own array (PyTorch's ``x += y``).
+
+        Backward refuses to use values an earlier op saved from self before the change (see
+        ``autograd.note_inplace``); the new op works on a snapshot, so its gradient is exact.
+        """
+        if self._starts_inplace(other, symbol):
+            before = self._snapshot()
+            other = before if other is self else _operand(other, self)
+            self._finish_inplace(run_op(op, before, other), symbol)
+        else:
+            with _autograd.no_grad():
+                result = run_op(op, self, _operand(other, self))
+            self._write(result.data, symbol)
+            _autograd.note_inplace(self, symbol)
+        return self
+
+    def _starts_inplace(self, other, symbol):
+        """True when an in-place op must be recorded; a leaf that requires grad refuses."""
+        recording = _autograd.is_grad_enabled() and (
+            self.requires_grad or (isinstance(other, Tensor) and other.requires_grad))
+        if recording and self.grad_fn is None and self.requires_grad:
             raise RuntimeError(
-                "cannot assign into a tensor that requires grad (a graph may depend on it); "
-                "build a new tensor instead (e.g. with where() or concatenate()), or modify "
-                "x.data under no_grad() if you mean to bypass autograd")
-        if isinstance(value, Tensor):
-            if value.requires_grad and _autograd.is_grad_enabled():
-                raise RuntimeError(
-                    "cannot assign a tensor that requires grad into a tensor that does not; "
-                    "use where() or concatenate() to build the result differentiably")
-            value = value.data
-        self.data[_index_key(key)] = value
+                f"a leaf tensor that requires grad cannot be changed in place ({symbol}): "
+                f"write an out-of-place op (x = x + y), or update it under no_grad() as "
+                f"optimizers do")
+        return recording
+
+    def _snapshot(self):
+        """A copy of this tensor as it is now, standing in for it in the graph."""
+        before = Tensor._make(self.data.copy(), self.grad_fn)
+        before.requires_grad = self.requires_grad
+        if self.grad_fn is not None and self.grad_fn.output_data is self.data:
+            self.grad_fn.output_data = before.data        # the node keeps the old values
+        return before
+
+    def _write(self, values, symbol):
+        if values.shape != self.data.shape:
+            raise ValueError(f"in-place {symbol}: the result has shape {values.shape}, which "
+                             f"does not fit the tensor's shape {self.data.shape}")
+        self.data[...] = values
+
+    def _finish_inplace(self, result, symbol):
+        self._write(result.data, symbol)
+        _autograd.note_inplace(self, symbol)
+        self.grad_fn = result.grad_fn
+        self.requires_grad = True
 
 
 class _RetainGrad:
@@ -708,6 +766,6 @@ from tinytorch.core.ops import (  # noqa: E402
     CosBackward, DivBackward, ExpandBackward, ExpBackward, LogBackward, MatmulBackward,
     MaxBackward, MaximumBackward, MeanBackward, MinBackward, MinimumBackward, MulBackward,
     NegBackward, PermuteBackward, PowBackward, ReLUBackward, ReshapeBackward, SigmoidBackward,
-    SinBackward, SliceBackward, SqrtBackward, StackBackward, SubBackward, SumBackward,
+    SetItemBackward, SinBackward, SliceBackward, SqrtBackward, StackBackward, SubBackward, SumBackward,
     TanhBackward, TransposeBackward, WhereBackward,
 )
