@@ -15,7 +15,10 @@ from tinytorch.core.tensor import (
 from tinytorch.core.autograd import (
     enable_grad, gradcheck, is_grad_enabled, no_grad, set_grad_enabled,
 )
-from tinytorch.core import autograd
+from tinytorch.core.serialization import load, save
+from tinytorch.core import (
+    activations, autograd, dataloader, functional, layers, losses, optimizers, training,
+)
 
 __version__ = "0.1.0"
 
@@ -23,5 +26,7 @@ __all__ = [
     "Tensor", "tensor", "zeros", "ones", "full", "zeros_like", "ones_like", "randn", "rand",
     "arange", "eye", "concatenate", "cat", "stack", "where", "manual_seed",
     "set_default_dtype", "get_default_dtype", "no_grad", "enable_grad", "set_grad_enabled",
-    "is_grad_enabled", "gradcheck", "autograd",
+    "is_grad_enabled", "gradcheck", "save", "load",
+    "activations", "autograd", "dataloader", "functional", "layers", "losses", "optimizers",
+    "training",
 ]

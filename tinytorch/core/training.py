@@ -1,0 +1,397 @@
+"""Training: learning-rate schedules, gradient clipping, and the Trainer that runs the loop.
+
+>>> from tinytorch.core.training import Trainer, CosineSchedule
+>>> trainer = Trainer(model, Adam(model.parameters(), lr=1e-3), CrossEntropyLoss(),
+...                   scheduler=CosineSchedule(max_lr=1e-3, min_lr=1e-5, total_epochs=20))
+>>> history = trainer.fit(train_loader, val_loader, epochs=20)
+>>> history["val_accuracy"][-1]          # e.g. 0.97
+>>> trainer.save_checkpoint("model.npz")
+"""
+
+import math
+import sys
+import time
+
+import numpy as np
+
+from tinytorch.core import serialization
+from tinytorch.core.autograd import no_grad
+from tinytorch.core.tensor import Tensor
+
+
+# ----- learning-rate schedules ---------------------------------------------------------------
+
+class CosineSchedule:
+    """Cosine annealing from ``max_lr`` at epoch 0 down to ``min_lr`` at ``total_epochs``.
+
+    ``lr(epoch) = min_lr + (max_lr - min_lr) * (1 + cos(pi * epoch / total_epochs)) / 2``,
+    and ``min_lr`` after ``total_epochs`` (as ``torch.optim.lr_scheduler.CosineAnnealingLR``
+    with ``T_max=total_epochs``, ``eta_min=min_lr``, until it ends).
+
+    >>> round(CosineSchedule(max_lr=0.1, min_lr=0.01, total_epochs=100).get_lr(50), 6)
+    0.055
+    """
+
+    def __init__(self, max_lr=0.1, min_lr=0.01, total_epochs=100):
+        if total_epochs < 1:
+            raise ValueError(f"CosineSchedule: total_epochs must be >= 1, got {total_epochs}")
+        self.max_lr = max_lr
+        self.min_lr = min_lr
+        self.total_epochs = total_epochs
+
+    def get_lr(self, epoch):
+        """The learning rate for ``epoch`` (counted from 0)."""
+        if epoch >= self.total_epochs:
+            return self.min_lr
+        cosine = (1 + math.cos(math.pi * epoch / self.total_epochs)) / 2
+        return self.min_lr + (self.max_lr - self.min_lr) * cosine
+
+    def __repr__(self):
+        return (f"CosineSchedule(max_lr={self.max_lr}, min_lr={self.min_lr}, "
+                f"total_epochs={self.total_epochs})")
+
+
+class StepSchedule:
+    """Step decay: multiply the learning rate by ``gamma`` every ``step_size`` epochs.
+
+    ``lr(epoch) = initial_lr * gamma ** (epoch // step_size)`` (as
+    ``torch.optim.lr_scheduler.StepLR``).
+
+    >>> StepSchedule(initial_lr=0.1, step_size=10, gamma=0.5).get_lr(25)
+    0.025
+    """
+
+    def __init__(self, initial_lr=0.1, step_size=30, gamma=0.1):
+        if step_size < 1:
+            raise ValueError(f"StepSchedule: step_size must be >= 1, got {step_size}")
+        self.initial_lr = initial_lr
+        self.step_size = step_size
+        self.gamma = gamma
+
+    def get_lr(self, epoch):
+        """The learning rate for ``epoch`` (counted from 0)."""
+        return self.initial_lr * self.gamma ** (epoch // self.step_size)
+
+    def __repr__(self):
+        return (f"StepSchedule(initial_lr={self.initial_lr}, step_size={self.step_size}, "
+                f"gamma={self.gamma})")
+
+
+# ----- gradient clipping ---------------------------------------------------------------------
+
+def clip_grad_norm(parameters, max_norm=1.0):
+    """Scale all gradients together so that their joint L2 norm is at most ``max_norm``.
+
+    ``total = sqrt(sum over parameters of sum(grad^2))``; when ``total > max_norm`` every
+    gradient is multiplied by ``max_norm / (total + 1e-6)`` (as
+    ``torch.nn.utils.clip_grad_norm_``). Returns ``total``, the norm before clipping.
+    Gradients may be Tensors or NumPy arrays; parameters without one are skipped.
+
+    >>> norm = clip_grad_norm(model.parameters(), max_norm=1.0)
+    """
+    if isinstance(parameters, Tensor):
+        parameters = [parameters]
+    grads = [p.grad.data if isinstance(p.grad, Tensor) else p.grad
+             for p in parameters if p.grad is not None]
+    total = math.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads))
+    scale = max_norm / (total + 1e-6)
+    if scale < 1:
+        for g in grads:
+            g *= scale
+    return total
+
+
+clip_grad_norm_ = clip_grad_norm
+
+
+# ----- the training loop ---------------------------------------------------------------------
+
+class Trainer:
+    """Runs training epochs, evaluation, learning-rate schedules and checkpoints for a model.
+
+    ``Trainer(model, optimizer, loss_fn, scheduler=None, grad_clip_norm=None)``. ``model`` maps
+    inputs to outputs (a Module, or any object with ``forward`` and ``parameters()``),
+    ``loss_fn(outputs, targets)`` returns a one-element Tensor, and ``scheduler.get_lr(epoch)``
+    sets the learning rate at the start of each epoch. Data loaders yield ``(inputs, targets)``.
+
+    ``trainer.history`` records every call: ``train_loss``/``train_accuracy`` per
+    :meth:`train_epoch`, ``eval_loss``/``eval_accuracy`` per :meth:`evaluate`, and
+    ``learning_rates``. Accuracy is the fraction of correct arg-max predictions for outputs
+    with one score per class (N, C), and NaN for other outputs.
+
+    >>> trainer = Trainer(model, SGD(model.parameters(), lr=0.1), MSELoss())
+    >>> loss = trainer.train_epoch(train_loader)
+    >>> val_loss, val_accuracy = trainer.evaluate(val_loader)
+    """
+
+    def __init__(self, model, optimizer, loss_fn, scheduler=None, grad_clip_norm=None):
+        self.model = model
+        self.optimizer = optimizer
+        self.loss_fn = loss_fn
+        self.scheduler = scheduler
+        self.grad_clip_norm = grad_clip_norm
+        self.epoch = 0
+        self.step = 0
+        self.history = {"train_loss": [], "train_accuracy": [], "eval_loss": [],
+                        "eval_accuracy": [], "learning_rates": []}
+
+    def train_epoch(self, dataloader, accumulation_steps=1, on_batch=None):
+        """One pass over ``dataloader``, updating the parameters; returns the mean batch loss.
+
+        With ``accumulation_steps=k`` the gradients of k batches are summed (each loss divided
+        by k) before one optimizer step, as with a k times larger batch. ``on_batch`` is an
+        optional callable given the running mean loss after each batch.
+        """
+        if int(accumulation_steps) != accumulation_steps or accumulation_steps < 1:
+            raise ValueError(f"accumulation_steps must be a positive integer, "
+                             f"got {accumulation_steps!r}")
+        self._set_training(True)
+        if self.scheduler is not None:
+            self.optimizer.lr = self.scheduler.get_lr(self.epoch)
+        self.optimizer.zero_grad()
+        total_loss, correct, counted, batches, pending = 0.0, 0, 0, 0, 0
+        for inputs, targets in dataloader:
+            outputs = self._forward(inputs)
+            loss = self.loss_fn(outputs, targets)
+            (loss / accumulation_steps if accumulation_steps > 1 else loss).backward()
+            pending += 1
+            if pending == accumulation_steps:
+                self._update()
+                pending = 0
+            total_loss += loss.item()
+            batches += 1
+            right, n = _count_correct(outputs, targets)
+            correct, counted = correct + right, counted + n
+            if on_batch is not None:
+                on_batch(total_loss / batches)
+        if pending:
+            self._update()
+        mean_loss = total_loss / max(batches, 1)
+        self.history["train_loss"].append(mean_loss)
+        self.history["train_accuracy"].append(correct / counted if counted else math.nan)
+        self.history["learning_rates"].append(getattr(self.optimizer, "lr", None))
+        self.epoch += 1
+        return mean_loss
+
+    def evaluate(self, dataloader):
+        """Loss and accuracy over ``dataloader`` without changing the model: ``(loss, accuracy)``.
+
+        Both are means over samples. Runs in eval mode (dropout off) and under ``no_grad``.
+        """
+        was_training = getattr(self.model, "training", True)
+        self._set_training(False)
+        total_loss, samples, correct, counted = 0.0, 0, 0, 0
+        try:
+            with no_grad():
+                for inputs, targets in dataloader:
+                    outputs = self._forward(inputs)
+                    n = len(outputs) if getattr(outputs, "ndim", 0) else 1
+                    total_loss += self.loss_fn(outputs, targets).item() * n
+                    samples += n
+                    right, m = _count_correct(outputs, targets)
+                    correct, counted = correct + right, counted + m
+        finally:
+            self._set_training(was_training)
+        loss = total_loss / samples if samples else math.nan
+        accuracy = correct / counted if counted else math.nan
+        self.history["eval_loss"].append(loss)
+        self.history["eval_accuracy"].append(accuracy)
+        return loss, accuracy
+
+    def fit(self, train_loader, val_loader=None, epochs=10, accumulation_steps=1,
+            progress=False, file=None):
+        """Train for ``epochs`` epochs, evaluating on ``val_loader`` after each one.
+
+        Returns the per-epoch history: ``{"epoch", "train_loss", "train_accuracy", "val_loss",
+        "val_accuracy", "lr", "seconds"}`` (lists, one entry per epoch; the val lists are empty
+        without ``val_loader``). Silent unless ``progress=True``: then one line per epoch is
+        written to ``file`` (default stdout), and, when tqdm is installed and ``file`` is a
+        terminal, a bar follows the batches of each epoch.
+        """
+        if int(epochs) != epochs or epochs < 1:
+            raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+        file = sys.stdout if file is None else file
+        history = {key: [] for key in ("epoch", "train_loss", "train_accuracy", "val_loss",
+                                       "val_accuracy", "lr", "seconds")}
+        last_epoch = self.epoch + int(epochs)
+        for _ in range(int(epochs)):
+            start = time.perf_counter()
+            bar = _batch_bar(self.epoch + 1, train_loader, file) if progress else None
+            try:
+                loss = self.train_epoch(train_loader, accumulation_steps,
+                                        on_batch=_bar_callback(bar))
+            finally:
+                if bar is not None:
+                    bar.close()
+            history["epoch"].append(self.epoch)
+            history["train_loss"].append(loss)
+            history["train_accuracy"].append(self.history["train_accuracy"][-1])
+            history["lr"].append(self.history["learning_rates"][-1])
+            if val_loader is not None:
+                val_loss, val_accuracy = self.evaluate(val_loader)
+                history["val_loss"].append(val_loss)
+                history["val_accuracy"].append(val_accuracy)
+            history["seconds"].append(time.perf_counter() - start)
+            if progress:
+                print(_epoch_line(history, last_epoch), file=file, flush=True)
+        return history
+
+    # ----- checkpoints ------------------------------------------------------------------------
+    def save_checkpoint(self, path, **metadata):
+        """Write model parameters, optimizer state, epoch and history to ``path`` (.npz).
+
+        Extra keyword arguments (numbers, strings, lists, dicts, arrays) are stored under
+        ``"metadata"``, e.g. what is needed to rebuild the model. The file loads without
+        running code (see :mod:`tinytorch.core.serialization`).
+        """
+        serialization.save({
+            "kind": "checkpoint",
+            "model": _model_state(self.model),
+            "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
+            "epoch": self.epoch,
+            "step": self.step,
+            "history": self.history,
+            "metadata": metadata,
+        }, path)
+
+    def load_checkpoint(self, path):
+        """Restore what :meth:`save_checkpoint` wrote; returns the checkpoint's ``metadata``.
+
+        Raises ValueError naming the file when it is not a checkpoint or does not match this
+        model (parameter names or shapes) or optimizer.
+        """
+        checkpoint = read_checkpoint(path)
+        try:
+            _load_model_state(self.model, checkpoint["model"])
+        except (KeyError, ValueError, RuntimeError, TypeError) as error:
+            raise ValueError(f"{path}: the checkpoint does not match the model: "
+                             f"{_message(error)}") from None
+        if self.optimizer is not None and checkpoint["optimizer"] is not None:
+            try:
+                self.optimizer.load_state_dict(checkpoint["optimizer"])
+            except (KeyError, ValueError, TypeError) as error:
+                raise ValueError(f"{path}: the checkpoint does not match the optimizer: "
+                                 f"{_message(error)}") from None
+        self.epoch = int(checkpoint["epoch"])
+        self.step = int(checkpoint.get("step", 0))
+        history = checkpoint.get("history")
+        if isinstance(history, dict):
+            self.history = {**self.history, **history}
+        return checkpoint.get("metadata", {})
+
+    # ----- helpers ---------------------------------------------------------------------------
+    def _forward(self, inputs):
+        return self.model(inputs) if callable(self.model) else self.model.forward(inputs)
+
+    def _set_training(self, mode):
+        if hasattr(self.model, "train") and callable(self.model.train):
+            self.model.train(mode)
+        else:
+            self.model.training = mode
+
+    def _update(self):
+        if self.grad_clip_norm is not None:
+            clip_grad_norm(self.model.parameters(), self.grad_clip_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        self.step += 1
+
+
+def read_checkpoint(path):
+    """Load a checkpoint written by :meth:`Trainer.save_checkpoint` as a dict.
+
+    Raises ValueError naming the file if it is not a readable tinytorch checkpoint.
+    """
+    checkpoint = serialization.load(path)
+    required = ("model", "optimizer", "epoch")
+    if not isinstance(checkpoint, dict) or checkpoint.get("kind") != "checkpoint":
+        raise ValueError(f"{path}: not a training checkpoint (a tinytorch file, but without "
+                         f"the checkpoint entries {', '.join(required)})")
+    missing = [key for key in required if key not in checkpoint]
+    if missing:
+        raise ValueError(f"{path}: the checkpoint lacks the entries {', '.join(missing)}")
+    return checkpoint
+
+
+def _model_state(model):
+    """``model.state_dict()``, or parameters by position for objects without one."""
+    if hasattr(model, "state_dict"):
+        return model.state_dict()
+    return {str(i): p for i, p in enumerate(model.parameters())}
+
+
+def _load_model_state(model, state):
+    if hasattr(model, "load_state_dict"):
+        model.load_state_dict(state)
+        return
+    params = list(model.parameters())
+    if len(state) != len(params):
+        raise ValueError(f"{len(state)} saved parameters, the model has {len(params)}")
+    for i, p in enumerate(params):
+        saved = np.asarray(state[str(i)].data if isinstance(state[str(i)], Tensor)
+                           else state[str(i)])
+        if saved.shape != p.shape:
+            raise ValueError(f"parameter {i}: saved shape {saved.shape}, model {p.shape}")
+        p.data[...] = saved
+
+
+def _message(error):
+    """The error's text on one line (a KeyError's without the quotes repr adds)."""
+    text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    return " ".join(text.split())
+
+
+def _count_correct(outputs, targets):
+    """(correct arg-max predictions, samples) for class scores (N, C); (0, 0) otherwise."""
+    scores = outputs.data if isinstance(outputs, Tensor) else np.asarray(outputs)
+    labels = targets.data if isinstance(targets, Tensor) else np.asarray(targets)
+    if scores.ndim != 2 or scores.shape[1] < 2:
+        return 0, 0
+    if labels.ndim == 2 and labels.shape == scores.shape:
+        labels = labels.argmax(axis=1)
+    if labels.shape != (scores.shape[0],):
+        return 0, 0
+    return int(np.sum(scores.argmax(axis=1) == labels)), len(labels)
+
+
+def _batch_bar(epoch, loader, file):
+    """A tqdm bar over one epoch's batches, or None without tqdm or a terminal."""
+    if not (hasattr(file, "isatty") and file.isatty()):
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    total = len(loader) if hasattr(loader, "__len__") else None
+    return tqdm(total=total, desc=f"epoch {epoch}", leave=False, file=file, unit="batch")
+
+
+def _bar_callback(bar):
+    if bar is None:
+        return None
+
+    def update(mean_loss):
+        bar.set_postfix(loss=f"{mean_loss:.4f}", refresh=False)
+        bar.update(1)
+    return update
+
+
+def _epoch_line(history, last_epoch):
+    """One line summing up the last epoch of ``history``."""
+    width = len(str(last_epoch))
+    parts = [f"epoch {history['epoch'][-1]:{width}d}/{last_epoch}",
+             f"train loss {history['train_loss'][-1]:.4f}"]
+    if not math.isnan(history["train_accuracy"][-1]):
+        parts.append(f"acc {history['train_accuracy'][-1]:7.2%}")
+    if history["val_loss"]:
+        parts.append(f"val loss {history['val_loss'][-1]:.4f}")
+        if not math.isnan(history["val_accuracy"][-1]):
+            parts.append(f"acc {history['val_accuracy'][-1]:7.2%}")
+    if history["lr"][-1] is not None:
+        parts.append(f"lr {history['lr'][-1]:.2e}")
+    parts.append(f"{history['seconds'][-1]:.2f}s")
+    return " | ".join(parts)
+
+
+__all__ = ["CosineSchedule", "StepSchedule", "clip_grad_norm", "clip_grad_norm_", "Trainer",
+           "read_checkpoint"]
