@@ -132,3 +132,21 @@ def test_console_entry_point_reports_errors_without_traceback(tmp_path):
 def test_demo_still_runs(capsys):
     assert main(["demo", "--steps", "20"]) == 0
     assert "learned y =" in capsys.readouterr().out
+
+
+def test_graph_writes_the_loss_graph_with_parameter_names(tmp_path, capsys):
+    path = tmp_path / "graph.dot"
+    assert main(["graph", "--out", str(path), "--hidden", "8"]) == 0
+    dot = path.read_text()
+    assert dot.startswith("digraph")
+    for name in ("CrossEntropy", "Matmul", "0.weight", "0.bias", "3.weight", "6.bias"):
+        assert name in dot, f"{name} missing from the graph"
+    assert str(path) in capsys.readouterr().out
+
+
+def test_graph_without_graphviz_falls_back_to_dot_text(tmp_path, capsys, monkeypatch):
+    import shutil
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert main(["graph", "--out", str(tmp_path / "graph.svg"), "--hidden", "8"]) == 0
+    assert (tmp_path / "graph.dot").read_text().startswith("digraph")
+    assert "graphviz" in capsys.readouterr().out.lower()

@@ -3,6 +3,7 @@
     tinytorch train                     train an MLP on the bundled digits, report test accuracy
     tinytorch train --dataset moons     ... or on a 2-D toy problem (moons, spirals, xor)
     tinytorch evaluate runs/X/model.npz reload a checkpoint and measure its test accuracy
+    tinytorch graph                     draw the autograd graph of the default model's loss
     tinytorch demo                      fit y = 3x + 2 with bare autograd
 """
 
@@ -176,6 +177,33 @@ def plot_curves(history, path, title=""):
     return True
 
 
+def graph(args):
+    """Draw the autograd graph of the default model's loss on one small batch."""
+    import shutil
+
+    from tinytorch.core.losses import CrossEntropyLoss
+    from tinytorch.core.tensor import manual_seed
+    from tinytorch.viz import draw_graph, to_dot
+
+    (train_set, _, _), classes, (mean, _) = prepare_data(args.dataset, seed=0)
+    manual_seed(0)
+    model = build_mlp(mean.size, args.hidden, classes)
+    inputs, targets = train_set[np.arange(args.batch_size)]
+    loss = CrossEntropyLoss()(model(inputs), targets)
+    path = args.out
+    if path.endswith((".dot", ".gv")) or shutil.which("dot") is None:
+        if not path.endswith((".dot", ".gv")):
+            path = os.path.splitext(path)[0] + ".dot"
+            print("note: the Graphviz 'dot' program is not installed, so the graph is written "
+                  "as DOT text (install graphviz, e.g. apt-get install graphviz, to render it)")
+        with open(path, "w") as f:
+            f.write(to_dot(loss, params=model))
+    else:
+        draw_graph(loss, path, params=model)
+    print(f"wrote the graph of the loss of an MLP on {args.dataset} to {path}")
+    return 0
+
+
 def demo(args):
     """Fit y = 3x + 2 by gradient descent with autograd, printing the loss as it falls."""
     import tinytorch as tt
@@ -249,6 +277,15 @@ def build_parser():
     p = commands.add_parser("evaluate", help="reload a checkpoint and report its test accuracy")
     p.add_argument("checkpoint", help="a model.npz written by 'tinytorch train'")
     p.set_defaults(run=evaluate)
+
+    p = commands.add_parser("graph", help="draw the autograd graph of the default model's loss")
+    p.add_argument("--out", default="graph.svg",
+                   help="file to write: .svg/.png/.pdf need Graphviz's dot, .dot is plain text "
+                        "(default: graph.svg; written as .dot when dot is missing)")
+    p.add_argument("--dataset", choices=DATASETS, default="digits")
+    p.add_argument("--hidden", type=_positive(int), default=128)
+    p.add_argument("--batch-size", type=_positive(int), default=8)
+    p.set_defaults(run=graph)
 
     p = commands.add_parser("demo", help="fit y = 3x + 2 with autograd and print the loss")
     p.add_argument("--steps", type=_positive(int), default=200)
