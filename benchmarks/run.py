@@ -71,16 +71,8 @@ try:
 except ImportError:                     # torch is optional: its column is left empty
     torch = F = None
 
-try:                                    # used by W1 once it exists (another change adds it)
-    from tinytorch.core.losses import CrossEntropyLoss as _TTCrossEntropyLoss
-    _tt_cross_entropy_loss = _TTCrossEntropyLoss()
-except ImportError:
-    _tt_cross_entropy_loss = None
-
-try:                                    # used by W5 once it exists
-    from tinytorch.core.functional import gelu as _tt_gelu
-except ImportError:
-    _tt_gelu = None
+from tinytorch.core import functional as ttF  # noqa: E402
+from tinytorch.core.losses import CrossEntropyLoss  # noqa: E402
 
 DTYPE = np.float32
 LR = 0.01
@@ -94,34 +86,20 @@ LIBS = ("tinytorch", "floor", "torch")
 # =============================================================================================
 
 def _cross_entropy(logits, targets):
-    """Mean softmax cross-entropy of ``logits`` (N, C) against class indices ``targets``
-    (an int64 Tensor of shape (N,)).
-
-    Composed from Tensor primitives for now; it switches to
-    ``tinytorch.core.losses.CrossEntropyLoss`` once that exists (checked at import above).
-    """
-    if _tt_cross_entropy_loss is not None:
-        return _tt_cross_entropy_loss(logits, targets)
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    logp = shifted - shifted.exp().sum(axis=1, keepdims=True).log()
-    return -logp[np.arange(logits.shape[0]), targets].mean()
+    """Mean softmax cross-entropy of ``logits`` (N, C) against class indices ``targets``."""
+    return CrossEntropyLoss()(logits, targets)
 
 
 def _tt_layer_norm(x, gain, bias):
-    mean = x.mean(axis=-1, keepdims=True)
-    var = x.var(axis=-1, keepdims=True)
-    return (x - mean) / (var + LN_EPS).sqrt() * gain + bias
+    return ttF.layer_norm(x, x.shape[-1:], gain, bias, eps=LN_EPS)
 
 
 def _tt_softmax(s):
-    e = (s - s.max(axis=-1, keepdims=True)).exp()
-    return e / e.sum(axis=-1, keepdims=True)
+    return ttF.softmax(s, dim=-1)
 
 
 def _tt_gelu_tanh(u):
-    if _tt_gelu is not None:
-        return _tt_gelu(u, approximate="tanh")
-    return 0.5 * u * (1.0 + (GELU_C * (u + 0.044715 * u ** 3)).tanh())
+    return ttF.gelu(u, approximate="tanh")
 
 
 def _tt_params(arrays):
@@ -612,7 +590,7 @@ def w6_tinytorch(d):
             p.grad = None
         h = (x @ W1 + b1).tanh()
         h = (h @ W2 + b2).tanh()
-        loss = ((h @ W3 + b3 - y) ** 2).mean()
+        loss = ttF.mse_loss(h @ W3 + b3, y)
         loss.backward()
         last["loss"] = loss
 
@@ -966,11 +944,8 @@ def render_report(env, passes):
         if other is not None:
             lines.append(f"  - other processes kept {other:.2f} of {env['cores']} cores busy during this pass"
                          + ("  (timings are noisy, multi-thread ones especially)" if other > 0.25 else ""))
-    ce = ("tinytorch.core.losses.CrossEntropyLoss" if _tt_cross_entropy_loss is not None
-          else "composed from Tensor primitives")
-    gelu = "tinytorch.core.functional.gelu" if _tt_gelu is not None else "composed from Tensor primitives"
-    lines.append(f"- tinytorch W1 cross-entropy: {ce}; W5 GELU: {gelu}; W5 layer norm and softmax: "
-                 f"composed from Tensor primitives")
+    lines.append("- tinytorch and PyTorch both use their fused ops: cross-entropy, layer_norm, "
+                 "softmax, gelu(approximate='tanh'), mse")
     lines.append("- Times are medians per call (forward + backward, + SGD update in W1); "
                  "floor = hand-written NumPy forward/backward")
     lines.append("")

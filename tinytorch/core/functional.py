@@ -24,14 +24,14 @@ from fractions import Fraction
 import numpy as np
 
 from tinytorch.core.autograd import Function, run_op
-from tinytorch.core.ops import _exp, _raw, _where
+from tinytorch.core.ops import _exp, _raw, _where, sigmoid_array
 from tinytorch.core.tensor import Tensor
 
 __all__ = [
     "SoftmaxBackward", "LogSoftmaxBackward", "GELUBackward", "ErfBackward", "LeakyReLUBackward",
     "SiLUBackward", "MSEBackward", "BCEBackward", "BCEWithLogitsBackward",
-    "CrossEntropyBackward",
-    "relu", "sigmoid", "tanh", "softmax", "log_softmax", "gelu", "erf", "leaky_relu", "silu",
+    "CrossEntropyBackward", "LayerNormBackward",
+    "relu", "sigmoid", "tanh", "softmax", "log_softmax", "layer_norm", "gelu", "erf", "leaky_relu", "silu",
     "mse_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy",
 ]
 
@@ -60,8 +60,11 @@ def _sigmoid(v):
     """1 / (1 + e^-v) without overflow: only e^-|v| <= 1 is ever computed."""
     if isinstance(v, Tensor):
         return v.sigmoid()
-    z = np.exp(-np.abs(v))
-    return np.where(v >= 0, 1.0, z) / (1.0 + z)
+    return sigmoid_array(v)
+
+
+def _tanh(v):
+    return v.tanh() if isinstance(v, Tensor) else np.tanh(v)
 
 
 def _check_reduction(reduction, name):
@@ -244,23 +247,23 @@ def _check_approximate(approximate):
 
 
 def _gelu_tanh_inner(x):
-    """u = sqrt(2/pi) (x + 0.044715 x^3) and du/dx.
+    """t = tanh(u), u = sqrt(2/pi) (x + 0.044715 x^3), and du/dx.
 
-    |x| is capped at 1e3, where sigmoid(2u) is already exactly 0 or 1.
+    |x| is capped at 1e3 (where t is already exactly +-1) so that x^3 cannot overflow.
     """
     clipped = x.clip(-1e3, 1e3)
     square = clipped * clipped
-    u = (clipped + square * clipped * _GELU_TANH_CUBIC) * _SQRT_2_OVER_PI
+    u = (square * _GELU_TANH_CUBIC + 1.0) * clipped * _SQRT_2_OVER_PI
     du = (square * (3 * _GELU_TANH_CUBIC) + 1.0) * _SQRT_2_OVER_PI
-    return u, du
+    return _tanh(u), du
 
 
 class GELUBackward(Function):
     """GELU, exact (``approximate='none'``, the default) or with the tanh approximation.
 
     Exact:  y = x Phi(x), Phi the standard normal CDF;  dy/dx = Phi(x) + x phi(x).
-    Tanh:   y = x/2 (1 + tanh u) = x sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3);
-            dy/dx = sigmoid(2u) + 2x sigmoid(2u) sigmoid(-2u) du/dx.
+    Tanh:   y = x/2 (1 + tanh u), u = sqrt(2/pi) (x + 0.044715 x^3);
+            dy/dx = (1 + tanh u)/2 + x (1 - tanh^2 u) du/dx / 2.
     Each gradient is the exact derivative of the formula the forward computes.
     """
     __slots__ = ("approximate",)
@@ -272,16 +275,55 @@ class GELUBackward(Function):
     def forward(self, x, approximate="none"):
         self.approximate = approximate
         if approximate == "tanh":
-            u, _ = _gelu_tanh_inner(x)
-            return x * _sigmoid(u * 2.0)
+            t, _ = _gelu_tanh_inner(x)
+            return x * (t + 1.0) * 0.5
         return x * _normal_cdf(x)
 
     def gradient(self, grad, x):
         if self.approximate == "tanh":
-            u, du = _gelu_tanh_inner(x)
-            s = _sigmoid(u * 2.0)
-            return (grad * (s + x * s * _sigmoid(u * -2.0) * du * 2.0),)
+            t, du = _gelu_tanh_inner(x)
+            return (grad * ((t + 1.0) + x * (1.0 - t * t) * du) * 0.5,)
         return (grad * (_normal_cdf(x) + x * _normal_pdf(x)),)
+
+
+def _normalize(x, axes, eps):
+    """(x - mean) / sqrt(var + eps) over ``axes`` and the 1 / sqrt(var + eps) used (arrays or Tensors)."""
+    centered = x - x.mean(axis=axes, keepdims=True)
+    inv_std = ((centered * centered).mean(axis=axes, keepdims=True) + eps) ** -0.5
+    return centered * inv_std, inv_std
+
+
+class LayerNormBackward(Function):
+    """y = xhat w + b, xhat = (x - mean) / sqrt(var + eps) over the last ``ndim`` axes.
+
+    With g = dL/dy and gh = g w, averaging over the normalised axes:
+    dL/dx = (gh - mean(gh) - xhat mean(gh xhat)) / sqrt(var + eps),
+    dL/dw = g xhat and dL/db = g (summed over the other axes by the engine).
+    """
+    __slots__ = ("axes", "eps", "xhat", "inv_std")
+
+    def forward(self, x, weight, bias, ndim=1, eps=1e-5):
+        self.axes, self.eps = tuple(range(-ndim, 0)), eps
+        self.xhat, self.inv_std = _normalize(x, self.axes, eps)
+        out = self.xhat if weight is None else self.xhat * weight
+        return out if bias is None else out + bias
+
+    def gradient(self, grad, x, weight, bias):
+        need_x, need_weight, need_bias = self.needs_input_grad
+        if isinstance(x, Tensor):                    # create_graph: recompute differentiably
+            xhat, inv_std = _normalize(x, self.axes, self.eps)
+        else:
+            xhat, inv_std = self.xhat, self.inv_std
+        grad_x = None
+        if need_x:
+            g = grad if weight is None else grad * weight
+            grad_x = (g - g.mean(axis=self.axes, keepdims=True)
+                      - xhat * (g * xhat).mean(axis=self.axes, keepdims=True)) * inv_std
+        return (grad_x, grad * xhat if need_weight else None, grad if need_bias else None)
+
+    def release(self):
+        super().release()
+        self.xhat = self.inv_std = None
 
 
 class LeakyReLUBackward(Function):
@@ -486,6 +528,24 @@ def log_softmax(x, dim=-1):
     """
     x = _as_tensor(x)
     return run_op(LogSoftmaxBackward, x, dim=_check_dim(dim, x.ndim, "log_softmax"))
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """Normalise over the trailing ``normalized_shape`` axes, then scale and shift: xhat w + b.
+
+    As ``torch.nn.functional.layer_norm`` (biased variance, one fused op).
+
+    >>> layer_norm(Tensor([[1.0, 3.0]]), (2,))    # [[-1., 1.]] (up to eps)
+    """
+    x = _as_tensor(x)
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    if x.shape[x.ndim - len(shape):] != shape or len(shape) > x.ndim:
+        raise ValueError(f"layer_norm: normalized_shape {shape} does not match the last axes of "
+                         f"the input's shape {x.shape}")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and tuple(t.shape) != shape:
+            raise ValueError(f"layer_norm: {name} has shape {tuple(t.shape)}, expected {shape}")
+    return run_op(LayerNormBackward, x, weight, bias, ndim=len(shape), eps=eps)
 
 
 def gelu(x, approximate="none"):

@@ -310,11 +310,19 @@ class TanhBackward(Function):
         return (grad * (1 - out * out),)
 
 
+def sigmoid_array(x):
+    """1 / (1 + e^-x) on arrays, exponentiating only numbers <= 0 (so nothing overflows).
+
+    x >= 0: 1 / (1 + e^-x);  x < 0: e^x / (1 + e^x). Both are e^min(x,0) / (1 + e^-|x|).
+    """
+    numerator = np.exp(np.minimum(x, 0))
+    return numerator / (np.exp(-np.abs(x)) + 1)
+
+
 class SigmoidBackward(Function):
     """y = 1 / (1 + e^-x);  dy/dx = y (1 - y).
 
-    Computed as 1/(1+z) for x >= 0 and z/(1+z) for x < 0 with z = e^-|x| <= 1, so no
-    exponential overflows at any input.
+    Computed by :func:`sigmoid_array`, so no exponential overflows at any input.
     """
     __slots__ = ()
     saves_output = True
@@ -324,8 +332,7 @@ class SigmoidBackward(Function):
         self.output_data = output_tensor.data
 
     def forward(self, x):
-        z = np.exp(-np.abs(x))
-        return np.where(x >= 0, 1.0, z) / (1.0 + z)
+        return sigmoid_array(x)
 
     def gradient(self, grad, x, out):
         return (grad * out * (1 - out),)
