@@ -17,8 +17,9 @@ from tinytorch.core.autograd import (
 )
 from tinytorch.core.serialization import load, save
 from tinytorch.core import (
-    activations, autograd, dataloader, functional, layers, losses, optimizers, training,
+    activations, dataloader, functional, layers, losses, optimizers, training,
 )
+from tinytorch import autograd
 
 __version__ = "0.1.0"
 
