@@ -15,6 +15,7 @@ Tensor([7.], dtype=float32)
 """
 
 import functools
+import heapq
 import weakref
 
 import numpy as np
@@ -214,7 +215,7 @@ class Function(metaclass=_FunctionType):
         y = Cube.apply(x)
     """
 
-    __slots__ = ("saved_tensors", "needs_input_grad", "output_data", "hooks", "trace", "epoch")
+    __slots__ = ("saved_tensors", "needs_input_grad", "output_data", "hooks", "trace", "seq")
     saves_output = False
     reads_inputs = True         # False where the rule needs only shapes: in-place edits are safe
 
@@ -223,7 +224,7 @@ class Function(metaclass=_FunctionType):
         self.needs_input_grad = tuple(isinstance(t, Tensor) and t.requires_grad for t in tensors)
         self.output_data = None
         self.hooks = None
-        self.epoch = _InplaceLog.count
+        _Sequence.last = self.seq = _Sequence.last + 1
 
     @property
     def next_functions(self):
@@ -292,7 +293,8 @@ def _apply_custom_function(fn_cls, *inputs):
         return out
     node = _CustomFunctionBackward.__new__(_CustomFunctionBackward)
     node.saved_tensors, node.needs_input_grad = inputs, needs
-    node.output_data, node.hooks, node.epoch = None, None, _InplaceLog.count
+    node.output_data, node.hooks = None, None
+    _Sequence.last = node.seq = _Sequence.last + 1
     node.fn_cls, node.ctx = fn_cls, ctx
     if _AnomalyMode.enabled:
         node.trace = _user_stack()
@@ -323,29 +325,33 @@ class _CustomFunctionBackward(Function):
         return f"<{self.fn_cls.__name__}Backward>"
 
 
-class _InplaceLog:
-    """In-place edits of tensors, so backward can refuse values changed after a node used them.
+class _Sequence:
+    """Numbers graph nodes and in-place edits in the order they happen.
 
-    ``count`` numbers the in-place operations; each node remembers the count at its creation
-    (its ``epoch``), and ``edits`` maps id(tensor) to (count, description) of its last edit.
+    Backward runs nodes in decreasing ``seq``; an in-place edit numbered after a node was
+    created changed values that node may have saved.
     """
-    count = 0
+    last = 0
+
+
+class _InplaceLog:
+    """id(tensor) -> (sequence number, description) of the tensor's last in-place edit."""
     edits = {}
 
 
 def note_inplace(tensor, operation):
     """Record that ``operation`` (e.g. ``'+='``) changed ``tensor``'s values in place."""
-    _InplaceLog.count += 1
+    _Sequence.last += 1
     if id(tensor) not in _InplaceLog.edits:
         weakref.finalize(tensor, _InplaceLog.edits.pop, id(tensor), None)
-    _InplaceLog.edits[id(tensor)] = (_InplaceLog.count, operation)
+    _InplaceLog.edits[id(tensor)] = (_Sequence.last, operation)
 
 
 def _check_unmodified(node):
     """Raise if an input whose values ``node``'s rule reads was edited in place after use."""
     for i, t in enumerate(node.saved_tensors):
         edit = _InplaceLog.edits.get(id(t)) if isinstance(t, Tensor) else None
-        if edit is not None and edit[0] > node.epoch:
+        if edit is not None and edit[0] > node.seq:
             raise RuntimeError(
                 f"{type(node).__name__} needs the values of its input {i} (a tensor of shape "
                 f"{t.shape} and dtype {t.dtype}) to compute its gradient, but they were modified "
@@ -392,7 +398,7 @@ def run_op(op, *inputs, **params):
         node.needs_input_grad = needs
         node.output_data = out if op.saves_output else None
         node.hooks = None
-        node.epoch = _InplaceLog.count
+        _Sequence.last = node.seq = _Sequence.last + 1
         result.grad_fn = node
         result.requires_grad = True
     else:
@@ -424,25 +430,6 @@ def unbroadcast(grad, shape):
     return grad
 
 
-def _count_consumers(roots):
-    """For every node reachable from ``roots``, count the graph edges that lead into it."""
-    consumers = dict.fromkeys(roots, 0)
-    stack = list(consumers)
-    while stack:
-        node = stack.pop()
-        if node.saved_tensors is None:
-            raise RuntimeError(_FREED_GRAPH_MESSAGE)
-        for t in node.saved_tensors:
-            if isinstance(t, Tensor) and t.grad_fn is not None:
-                parent = t.grad_fn
-                if parent in consumers:
-                    consumers[parent] += 1
-                else:
-                    consumers[parent] = 1
-                    stack.append(parent)
-    return consumers
-
-
 def _accumulate(sinks, key, grad, borrowed):
     """Add ``grad`` into ``sinks[key]``, a Tensor that owns its array (never an alias)."""
     total = sinks[key]
@@ -472,12 +459,12 @@ class _LeafGrads:
 def _run_backward(roots, root_grads, retain_graph, create_graph=False, inputs=None):
     """Send each root's gradient back through the graph, summing it into the leaves' ``.grad``.
 
-    1. Count how many graph edges lead into each node reachable from the roots.
-    2. Run the roots' nodes. A node runs once all its consumers have sent their gradient (its
-       count reached zero), so it calls its rule exactly once, with the sum.
-    3. Each input gradient is reduced to its input's shape and dtype (after broadcasting) and
-       then summed into the leaf's ``.grad`` or passed on to the node that made the input.
-    4. Unless ``retain_graph``, each node drops its saved tensors as soon as it has run.
+    1. Nodes run newest first. Every node was created after the nodes of its inputs, so by the
+       time a node is the newest one waiting, all its consumers have run and sent their
+       gradient: it runs exactly once, with the sum (however often its output was used).
+    2. Each input gradient is reduced to its input's shape and dtype (after broadcasting) and
+       then summed into the leaf's ``.grad`` or into the waiting gradient of the input's node.
+    3. Unless ``retain_graph``, each node drops its saved tensors as soon as it has run.
 
     With ``create_graph`` the rules run on Tensors, so the gradients are themselves
     differentiable. With ``inputs`` (used by :func:`grad`) the gradients of those tensors are
@@ -486,48 +473,47 @@ def _run_backward(roots, root_grads, retain_graph, create_graph=False, inputs=No
     sinks = _LeafGrads() if inputs is None else {id(t): None for t in inputs}
     captured_nodes = {} if inputs is None else {t.grad_fn: id(t) for t in inputs if t.grad_fn}
     pending = {}                       # node -> gradient of its output, summed so far
+    waiting = []                       # heap of (-node.seq, node): the newest node on top
     for root, grad in zip(roots, root_grads):
         if root.grad_fn is None:       # backward() of a leaf: its gradient is the seed itself
             if inputs is None or id(root) in sinks:
                 _accumulate(sinks, root if inputs is None else id(root), grad, borrowed=True)
             continue
         node = root.grad_fn
-        pending[node] = pending[node] + grad if node in pending else grad
-    consumers = _count_consumers(list(pending))
-    ready = [node for node in pending if consumers[node] == 0]
+        if node in pending:
+            pending[node] = pending[node] + grad
+        else:
+            pending[node] = grad
+            heapq.heappush(waiting, (-node.seq, node))
     seeds = {id(grad) for grad in root_grads}
     check_finite = _AnomalyMode.enabled
 
-    while ready:
-        node = ready.pop()
-        grad = pending.pop(node, None)
-        if grad is None:               # no consumer sent a gradient: pass None to every input
-            input_grads = (None,) * len(node.saved_tensors)
-        else:
-            if _InplaceLog.edits and node.reads_inputs:
-                _check_unmodified(node)
-            if node.hooks is not None:
-                grad = _run_node_hooks(node, grad)
-            if captured_nodes and node in captured_nodes:
-                _accumulate(sinks, captured_nodes[node], grad, borrowed=True)
-            input_grads = _apply_differentiable(node, grad) if create_graph else node.apply(grad)
-            if check_finite:
-                _check_finite(node, input_grads)
+    while waiting:
+        node = heapq.heappop(waiting)[1]
+        grad = pending.pop(node)
+        if _InplaceLog.edits and node.reads_inputs:
+            _check_unmodified(node)
+        if node.hooks is not None:
+            grad = _run_node_hooks(node, grad)
+        if captured_nodes and node in captured_nodes:
+            _accumulate(sinks, captured_nodes[node], grad, borrowed=True)
+        input_grads = _apply_differentiable(node, grad) if create_graph else node.apply(grad)
+        if check_finite:
+            _check_finite(node, input_grads)
         for t, g in zip(node.saved_tensors, input_grads):
-            if not isinstance(t, Tensor):
+            if g is None or not isinstance(t, Tensor):
                 continue
-            if g is not None:
-                reduced = False
-                data = t.data
-                if g.shape != data.shape:
-                    g = unbroadcast(g, data.shape)
-                    reduced = True
-                if g.dtype is not data.dtype and g.dtype != data.dtype:
-                    g = g.astype(data.dtype)
-                    reduced = True
+            reduced = False
+            data = t.data
+            if g.shape != data.shape:
+                g = unbroadcast(g, data.shape)
+                reduced = True
+            if g.dtype is not data.dtype and g.dtype != data.dtype:
+                g = g.astype(data.dtype)
+                reduced = True
             parent = t.grad_fn
             if parent is None:
-                if g is not None and t.requires_grad:
+                if t.requires_grad:
                     key = t if inputs is None else id(t)
                     if inputs is None or key in sinks:
                         # The leaf must own its gradient: copy one that may be shared.
@@ -539,13 +525,12 @@ def _run_backward(roots, root_grads, retain_graph, create_graph=False, inputs=No
                             borrowed = True
                         _accumulate(sinks, key, g, borrowed)
                 continue
-            if g is not None:
-                earlier = pending.get(parent)
-                pending[parent] = g if earlier is None else earlier + g
-            remaining = consumers[parent] - 1
-            consumers[parent] = remaining
-            if remaining == 0:
-                ready.append(parent)
+            earlier = pending.get(parent)
+            if earlier is None:
+                pending[parent] = g
+                heapq.heappush(waiting, (-parent.seq, parent))
+            else:
+                pending[parent] = earlier + g
         if not retain_graph:
             node.release()
     return sinks
