@@ -253,3 +253,10 @@ def test_load_state_dict_rejects_mismatched_shapes_and_counts():
     two = SGD([tt.zeros(3, requires_grad=True), tt.zeros(3, requires_grad=True)], lr=0.1)
     with pytest.raises(ValueError, match="parameters"):
         two.load_state_dict(state)
+
+
+def test_loading_another_optimizers_state_is_refused():
+    w = tt.Tensor(np.ones(3), requires_grad=True)
+    adam_state = Adam([w]).state_dict()
+    with pytest.raises(ValueError, match="from Adam, but this optimizer is SGD"):
+        SGD([w], lr=0.1).load_state_dict(adam_state)

@@ -353,3 +353,18 @@ def test_failed_load_leaves_the_model_unchanged(tmp_path):
         Trainer(model, Adam(model.parameters()), CrossEntropyLoss()).load_checkpoint(path)
     for p, b in zip(model.parameters(), before):
         np.testing.assert_array_equal(p.data, b)
+
+
+def test_checkpoint_that_fails_on_the_optimizer_leaves_the_model_unchanged(tmp_path):
+    path = tmp_path / "adam.npz"
+    trained = _trainer(0)
+    trained.train_epoch(DataLoader(_moons(), batch_size=32))
+    trained.save_checkpoint(path)
+    tt.manual_seed(5)
+    model = Sequential(Linear(2, 16), ReLU(), Linear(16, 2))
+    other = Trainer(model, SGD(model.parameters(), lr=0.1, momentum=0.9), CrossEntropyLoss())
+    before = [p.data.copy() for p in model.parameters()]
+    with pytest.raises(ValueError, match="does not match the optimizer"):
+        other.load_checkpoint(path)
+    for p, b in zip(model.parameters(), before):
+        np.testing.assert_array_equal(p.data, b)

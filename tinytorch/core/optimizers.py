@@ -117,7 +117,8 @@ class Optimizer:
         state = {index[id(p)]: {k: (v.copy() if isinstance(v, np.ndarray) else v)
                                 for k, v in s.items()}
                  for p, s in self.state.items()}
-        return {"state": state, "param_groups": groups, "step_count": self.step_count}
+        return {"optimizer": type(self).__name__, "state": state, "param_groups": groups,
+                "step_count": self.step_count}
 
     def load_state_dict(self, state_dict):
         """Restore what :meth:`state_dict` returned (for the same parameters, in the same order).
@@ -128,6 +129,10 @@ class Optimizer:
             groups, state = state_dict["param_groups"], state_dict["state"]
         except (KeyError, TypeError):
             raise ValueError("optimizer state_dict must have 'state' and 'param_groups' entries")
+        saved_kind = state_dict.get("optimizer", type(self).__name__)
+        if saved_kind != type(self).__name__:
+            raise ValueError(f"optimizer state_dict is from {saved_kind}, but this optimizer is "
+                             f"{type(self).__name__}")
         if len(groups) != len(self.param_groups):
             raise ValueError(f"optimizer state_dict has {len(groups)} parameter groups, "
                              f"this optimizer has {len(self.param_groups)}")

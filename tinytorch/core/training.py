@@ -261,6 +261,8 @@ class Trainer:
         model (parameter names or shapes) or optimizer.
         """
         checkpoint = read_checkpoint(path)
+        model_before = {name: np.array(getattr(value, "data", value), copy=True)
+                        for name, value in _model_state(self.model).items()}
         try:
             _load_model_state(self.model, checkpoint["model"])
         except (KeyError, ValueError, RuntimeError, TypeError) as error:
@@ -270,6 +272,7 @@ class Trainer:
             try:
                 self.optimizer.load_state_dict(checkpoint["optimizer"])
             except (KeyError, ValueError, TypeError) as error:
+                _load_model_state(self.model, model_before)      # all or nothing
                 raise ValueError(f"{path}: the checkpoint does not match the optimizer: "
                                  f"{_message(error)}") from None
         self.epoch = int(checkpoint["epoch"])
