@@ -246,9 +246,10 @@ class Function(metaclass=_FunctionType):
             raise RuntimeError(_FREED_GRAPH_MESSAGE)
         saved = self.saved_tensors
         if len(saved) == 1 and isinstance(saved[0], Tensor):      # the common case, unrolled
-            values = [saved[0].data]
-        else:
-            values = [t.data if isinstance(t, Tensor) else t for t in saved]
+            if self.saves_output:
+                return self.gradient(grad_output, saved[0].data, self.output_data)
+            return self.gradient(grad_output, saved[0].data)
+        values = [t.data if isinstance(t, Tensor) else t for t in saved]
         if self.saves_output:
             values.append(self.output_data)
         return self.gradient(grad_output, *values)
