@@ -246,16 +246,17 @@ def _check_approximate(approximate):
     return approximate
 
 
-def _gelu_tanh_inner(x):
-    """t = tanh(u), u = sqrt(2/pi) (x + 0.044715 x^3), and du/dx.
+def _gelu_tanh(x):
+    """tanh(u), u = sqrt(2/pi) (x + 0.044715 x^3); |x| is capped at 1e3 (where tanh u is
+    already exactly +-1) so that x^3 cannot overflow."""
+    capped = x.clip(-1e3, 1e3)
+    return _tanh((capped * capped * _GELU_TANH_CUBIC + 1.0) * capped * _SQRT_2_OVER_PI)
 
-    |x| is capped at 1e3 (where t is already exactly +-1) so that x^3 cannot overflow.
-    """
-    clipped = x.clip(-1e3, 1e3)
-    square = clipped * clipped
-    u = (square * _GELU_TANH_CUBIC + 1.0) * clipped * _SQRT_2_OVER_PI
-    du = (square * (3 * _GELU_TANH_CUBIC) + 1.0) * _SQRT_2_OVER_PI
-    return _tanh(u), du
+
+def _gelu_tanh_du(x):
+    """du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2), with the same cap on |x|."""
+    capped = x.clip(-1e3, 1e3)
+    return (capped * capped * (3 * _GELU_TANH_CUBIC) + 1.0) * _SQRT_2_OVER_PI
 
 
 class GELUBackward(Function):
@@ -266,24 +267,30 @@ class GELUBackward(Function):
             dy/dx = (1 + tanh u)/2 + x (1 - tanh^2 u) du/dx / 2.
     Each gradient is the exact derivative of the formula the forward computes.
     """
-    __slots__ = ("approximate",)
+    __slots__ = ("approximate", "tanh_u")
 
     def __init__(self, input_tensor, approximate="none"):
         super().__init__(input_tensor)
         self.approximate = _check_approximate(approximate)
+        self.tanh_u = None
 
     def forward(self, x, approximate="none"):
         self.approximate = approximate
         if approximate == "tanh":
-            t, _ = _gelu_tanh_inner(x)
-            return x * (t + 1.0) * 0.5
+            self.tanh_u = _gelu_tanh(x)
+            return x * (self.tanh_u + 1.0) * 0.5
         return x * _normal_cdf(x)
 
     def gradient(self, grad, x):
         if self.approximate == "tanh":
-            t, du = _gelu_tanh_inner(x)
-            return (grad * ((t + 1.0) + x * (1.0 - t * t) * du) * 0.5,)
+            # the forward's tanh u, or (create_graph) the same recomputed differentiably
+            t = _gelu_tanh(x) if isinstance(x, Tensor) or self.tanh_u is None else self.tanh_u
+            return (grad * ((t + 1.0) + x * (1.0 - t * t) * _gelu_tanh_du(x)) * 0.5,)
         return (grad * (_normal_cdf(x) + x * _normal_pdf(x)),)
+
+    def release(self):
+        super().release()
+        self.tanh_u = None
 
 
 def _normalize(x, axes, eps):

@@ -223,6 +223,8 @@ class MatmulBackward(Function):
                              f"{inner_a} (last dim of the first) != {inner_b} "
                              f"({'second-to-last' if len(b_shape) > 1 else 'only'} dim of the second)")
         try:
+            if len(a_shape) > 2 and len(b_shape) == 2:
+                return _stacked_times_matrix(a, b)
             return np.matmul(a, b)
         except ValueError:
             raise ValueError(f"matmul: batch dimensions of shapes {a_shape} and {b_shape} "
@@ -242,12 +244,17 @@ class MatmulBackward(Function):
             grad_a = grad2 @ b.reshape((1,) + b.shape) if need_a else None
             grad_b = (_swap_last_two(a) @ grad2).reshape(grad.shape[:-1] + b.shape) if need_b else None
             return grad_a, grad_b
-        if a.ndim > 2 and b.ndim == 2 and need_b:       # (..., k, n) @ (n, m): one big matmul
+        if a.ndim > 2 and b.ndim == 2:                       # (..., k, n) @ (n, m)
             flat_a = a.reshape(-1, a.shape[-1])
-            return (grad @ _swap_last_two(b) if need_a else None,
-                    _swap_last_two(flat_a) @ grad.reshape(-1, grad.shape[-1]))
+            return (_stacked_times_matrix(grad, _swap_last_two(b)) if need_a else None,
+                    _swap_last_two(flat_a) @ grad.reshape(-1, grad.shape[-1]) if need_b else None)
         return (grad @ _swap_last_two(b) if need_a else None,
                 _swap_last_two(a) @ grad if need_b else None)
+
+
+def _stacked_times_matrix(a, b):
+    """a (..., k) @ b (k, m) as one (N, k) @ (k, m) product: one BLAS call, not one per matrix."""
+    return (a.reshape(-1, a.shape[-1]) @ b).reshape(a.shape[:-1] + (b.shape[-1],))
 
 
 # ----- elementwise functions ----------------------------------------------------------------------
