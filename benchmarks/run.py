@@ -713,7 +713,8 @@ def measure(steps, repeats, budget_s, warmup):
     """Median seconds per call of each step function.
 
     Each is warmed up, then the calls per sample are chosen so a sample lasts at least ~2 ms,
-    and the libraries take turns, one sample each per round. ``repeats`` rounds, or fewer
+    and the libraries take turns, one sample each per round, in an order that rotates from
+    round to round. ``repeats`` rounds, or fewer
     (at least 3) when ``budget_s`` is given and would be exceeded.
     """
     inner, estimate = {}, {}
@@ -729,9 +730,12 @@ def measure(steps, repeats, budget_s, warmup):
     if budget_s is not None:
         rounds = max(3, min(repeats, int(budget_s / sum(estimate.values()))))
     samples = {lib: [] for lib in steps}
-    for _ in range(rounds):
-        for lib, step in steps.items():
-            n = inner[lib]
+    order = list(steps)
+    for r in range(rounds):
+        # Rotate who goes first: a library timed right after PyTorch shares the cores with
+        # PyTorch's OpenMP threads while they spin down, so no library may always follow it.
+        for lib in order[r % len(order):] + order[:r % len(order)]:
+            step, n = steps[lib], inner[lib]
             start = time.perf_counter()
             for _ in range(n):
                 step()
