@@ -106,3 +106,27 @@ def test_data_is_the_documented_escape_hatch():
     hidden.data[0] = 100.0                  # bypasses version tracking, as documented
     product.sum().backward()
     assert x.grad.data[0] == 2 * 100.0 * 3
+
+
+def test_ops_recorded_before_an_inplace_op_keep_the_old_history():
+    torch = pytest.importorskip("torch")
+    x = leaf([1.0, 2.0])
+    hidden = x * 3
+    before = hidden + 1                      # used hidden before it changed
+    hidden *= 2
+    (before.sum() + hidden.sum()).backward()
+    xt = torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True)
+    ht = xt * 3
+    bt = ht + 1
+    ht *= 2
+    (bt.sum() + ht.sum()).backward()
+    np.testing.assert_allclose(x.grad.data, xt.grad.numpy())
+
+
+def test_a_constant_that_joins_the_graph_in_place_was_constant_for_earlier_ops():
+    weight = leaf([1.0, 1.0])
+    constant = tt.zeros(2, dtype=np.float64)
+    early = constant + weight                 # constant was not part of the graph here
+    constant += weight * 2
+    (early.sum() + constant.sum()).backward()
+    np.testing.assert_allclose(weight.grad.data, [3.0, 3.0])

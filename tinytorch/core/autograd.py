@@ -16,6 +16,8 @@ Tensor([7.], dtype=float32)
 
 import functools
 import heapq
+import os
+import traceback
 import weakref
 
 import numpy as np
@@ -136,8 +138,6 @@ class detect_anomaly:
 
 def _user_stack():
     """The creation point of a node: the call stack without tinytorch's own frames."""
-    import os
-    import traceback
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     frames = [f for f in traceback.extract_stack()[:-1]
               if not os.path.abspath(f.filename).startswith(package + os.sep)]
@@ -336,16 +336,44 @@ class _Sequence:
 
 
 class _InplaceLog:
-    """id(tensor) -> (sequence number, description) of the tensor's last in-place edit."""
+    """What in-place operations did, by id(tensor), until the tensor is freed.
+
+    ``edits``: (sequence number, description) of the tensor's last in-place edit.
+    ``rebases``: (sequence number, grad_fn, requires_grad) the tensor had before each recorded
+    in-place op made it the output of a new node; ops created earlier still see that history.
+    """
     edits = {}
+    rebases = {}
 
 
-def note_inplace(tensor, operation):
-    """Record that ``operation`` (e.g. ``'+='``) changed ``tensor``'s values in place."""
+def _forget_inplace(key):
+    _InplaceLog.edits.pop(key, None)
+    _InplaceLog.rebases.pop(key, None)
+
+
+def note_inplace(tensor, operation, new_grad_fn=None):
+    """Record that ``operation`` (e.g. ``'+='``) changed ``tensor``'s values in place.
+
+    With ``new_grad_fn`` (a recorded in-place op), ``tensor`` becomes that node's output, while
+    the nodes that used it before keep sending their gradient to its previous history.
+    """
     _Sequence.last += 1
-    if id(tensor) not in _InplaceLog.edits:
-        weakref.finalize(tensor, _InplaceLog.edits.pop, id(tensor), None)
-    _InplaceLog.edits[id(tensor)] = (_Sequence.last, operation)
+    key = id(tensor)
+    if key not in _InplaceLog.edits:
+        weakref.finalize(tensor, _forget_inplace, key)
+    _InplaceLog.edits[key] = (_Sequence.last, operation)
+    if new_grad_fn is not None:
+        _InplaceLog.rebases.setdefault(key, []).append(
+            (_Sequence.last, tensor.grad_fn, tensor.requires_grad))
+        tensor.grad_fn, tensor.requires_grad = new_grad_fn, True
+
+
+def _history_seen_by(node, tensor):
+    """(grad_fn, requires_grad) of ``tensor`` when ``node`` used it (see in-place rebases)."""
+    for seq, grad_fn, requires_grad in _InplaceLog.rebases.get(id(tensor), ()):
+        if seq > node.seq:
+            return grad_fn, requires_grad
+    return tensor.grad_fn, tensor.requires_grad
 
 
 def _check_unmodified(node):
@@ -512,9 +540,11 @@ def _run_backward(roots, root_grads, retain_graph, create_graph=False, inputs=No
             if g.dtype is not data.dtype and g.dtype != data.dtype:
                 g = g.astype(data.dtype)
                 reduced = True
-            parent = t.grad_fn
+            parent, requires_grad = t.grad_fn, t.requires_grad
+            if _InplaceLog.rebases:
+                parent, requires_grad = _history_seen_by(node, t)
             if parent is None:
-                if t.requires_grad:
+                if requires_grad:
                     key = t if inputs is None else id(t)
                     if inputs is None or key in sinks:
                         # The leaf must own its gradient: copy one that may be shared.

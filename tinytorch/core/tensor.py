@@ -567,9 +567,7 @@ class Tensor:
 
     def _finish_inplace(self, result, symbol):
         self._write(result.data, symbol)
-        _autograd.note_inplace(self, symbol)
-        self.grad_fn = result.grad_fn
-        self.requires_grad = True
+        _autograd.note_inplace(self, symbol, new_grad_fn=result.grad_fn)
 
 
 class _RetainGrad:
