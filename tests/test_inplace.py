@@ -130,3 +130,24 @@ def test_a_constant_that_joins_the_graph_in_place_was_constant_for_earlier_ops()
     constant += weight * 2
     (early.sum() + constant.sum()).backward()
     np.testing.assert_allclose(weight.grad.data, [3.0, 3.0])
+
+
+def test_changing_saved_values_through_a_detached_alias_is_caught():
+    x = leaf([1.0, 2.0])
+    hidden = x * 3
+    product = hidden * hidden
+    alias = hidden.detach()                  # shares hidden's memory
+    alias += 1.0
+    with pytest.raises(RuntimeError, match="in-place operation"):
+        product.sum().backward()
+
+
+def test_changing_saved_values_through_a_view_is_caught():
+    x = leaf([1.0, 2.0])
+    hidden = x * 3
+    product = hidden * hidden
+    with tt.no_grad():
+        row = hidden[0:1]                    # a view of hidden's memory
+    row *= 2.0
+    with pytest.raises(RuntimeError, match="in-place operation"):
+        product.sum().backward()

@@ -338,17 +338,21 @@ class _Sequence:
 class _InplaceLog:
     """What in-place operations did, by id(tensor), until the tensor is freed.
 
-    ``edits``: (sequence number, description) of the tensor's last in-place edit.
-    ``rebases``: (sequence number, grad_fn, requires_grad) the tensor had before each recorded
-    in-place op made it the output of a new node; ops created earlier still see that history.
+    ``edits``, by id of the array that owns the memory (shared by views and detached
+    tensors): (sequence number, description) of the last in-place edit of that memory.
+    ``rebases``, by id(tensor): (sequence number, grad_fn, requires_grad) the tensor had before
+    each recorded in-place op made it the output of a new node; ops created earlier still see
+    that history.
     """
     edits = {}
     rebases = {}
 
 
-def _forget_inplace(key):
-    _InplaceLog.edits.pop(key, None)
-    _InplaceLog.rebases.pop(key, None)
+def _storage(array):
+    """The array owning the memory that ``array`` views (views and detached tensors share it)."""
+    while isinstance(array.base, np.ndarray):
+        array = array.base
+    return array
 
 
 def note_inplace(tensor, operation, new_grad_fn=None):
@@ -358,12 +362,15 @@ def note_inplace(tensor, operation, new_grad_fn=None):
     the nodes that used it before keep sending their gradient to its previous history.
     """
     _Sequence.last += 1
-    key = id(tensor)
-    if key not in _InplaceLog.edits:
-        weakref.finalize(tensor, _forget_inplace, key)
-    _InplaceLog.edits[key] = (_Sequence.last, operation)
+    storage = _storage(tensor.data)
+    if id(storage) not in _InplaceLog.edits:
+        weakref.finalize(storage, _InplaceLog.edits.pop, id(storage), None)
+    _InplaceLog.edits[id(storage)] = (_Sequence.last, operation)
     if new_grad_fn is not None:
-        _InplaceLog.rebases.setdefault(key, []).append(
+        if id(tensor) not in _InplaceLog.rebases:
+            weakref.finalize(tensor, _InplaceLog.rebases.pop, id(tensor), None)
+            _InplaceLog.rebases[id(tensor)] = []
+        _InplaceLog.rebases[id(tensor)].append(
             (_Sequence.last, tensor.grad_fn, tensor.requires_grad))
         tensor.grad_fn, tensor.requires_grad = new_grad_fn, True
 
@@ -379,7 +386,7 @@ def _history_seen_by(node, tensor):
 def _check_unmodified(node):
     """Raise if an input whose values ``node``'s rule reads was edited in place after use."""
     for i, t in enumerate(node.saved_tensors):
-        edit = _InplaceLog.edits.get(id(t)) if isinstance(t, Tensor) else None
+        edit = _InplaceLog.edits.get(id(_storage(t.data))) if isinstance(t, Tensor) else None
         if edit is not None and edit[0] > node.seq:
             raise RuntimeError(
                 f"{type(node).__name__} needs the values of its input {i} (a tensor of shape "
