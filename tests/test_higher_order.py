@@ -118,3 +118,12 @@ def test_without_anomaly_mode_nans_flow_silently():
     with np.errstate(invalid="ignore"):
         x.log().backward()
     assert x.grad.item() == -1.0            # d log(x)/dx = 1/x is finite here; only the value is NaN
+
+
+def test_anomaly_mode_leaves_a_healthy_backward_alone():
+    from tinytorch.core.functional import layer_norm
+    x = f64(np.random.default_rng(2).standard_normal((3, 4)))
+    with detect_anomaly():
+        loss = (layer_norm(x, 4) * x.tanh()).sum()      # layer_norm has None inputs (no weight)
+        loss.backward()
+    assert np.all(np.isfinite(x.grad.data))

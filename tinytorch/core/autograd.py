@@ -162,7 +162,7 @@ def _check_finite(node, input_grads):
 def _note_nonfinite_output(node, inputs, out):
     """Remember the first op whose output is NaN/inf while its inputs were finite (anomaly mode)."""
     if _AnomalyMode.first_nonfinite is None and not np.all(np.isfinite(out)):
-        if all(np.all(np.isfinite(x.data if isinstance(x, Tensor) else x)) for x in inputs):
+        if all(np.all(np.isfinite(x.data)) for x in inputs if isinstance(x, Tensor)):
             _AnomalyMode.first_nonfinite = (type(node).__name__, node.trace)
 
 
