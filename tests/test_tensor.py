@@ -156,3 +156,45 @@ def test_reshape_error_names_the_shapes():
 def test_clip_needs_a_bound():
     with pytest.raises(ValueError, match="min and max"):
         tt.ones(2).clip()
+
+
+def test_zero_dim_tensors_accept_axis_0_and_minus_1_like_pytorch():
+    x = Tensor(2.0, requires_grad=True)
+    x.sum(axis=0).backward()
+    assert x.grad.item() == 1.0
+    assert Tensor(2.0).mean(axis=-1).item() == 2.0
+    assert Tensor(2.0).squeeze(0).shape == ()
+    with pytest.raises(IndexError):
+        Tensor(2.0).sum(axis=1)
+
+
+def test_squeeze_of_an_axis_that_is_not_1_is_a_no_op():
+    assert tt.zeros(2, 3).squeeze(0).shape == (2, 3)
+    assert tt.zeros(2, 1, 3).squeeze((0, 1)).shape == (2, 3)
+
+
+def test_flatten_of_an_empty_tensor():
+    assert tt.zeros(0, 3, 2).flatten(1).shape == (0, 6)
+
+
+def test_numpy_copy_request_is_honoured():
+    t = tt.ones(3)
+    copied = np.array(t, copy=True)
+    copied[0] = 5.0
+    assert t.data[0] == 1.0
+
+
+def test_inplace_op_that_would_truncate_an_integer_tensor_is_refused():
+    counts = Tensor([1, 2], dtype=np.int64)
+    with pytest.raises(TypeError, match="int64"):
+        counts += 0.5
+    counts += 1
+    assert counts.tolist() == [2, 3]
+
+
+def test_clip_accepts_tensor_bounds():
+    x = Tensor([1.0, 5.0], requires_grad=True)
+    y = x.clip(Tensor([2.0, 2.0]), 4.0)
+    assert y.tolist() == [2.0, 4.0]
+    y.sum().backward()
+    assert x.grad.tolist() == [0.0, 0.0]

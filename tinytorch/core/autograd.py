@@ -16,7 +16,9 @@ Tensor([7.], dtype=float32)
 
 import functools
 import heapq
+import inspect
 import os
+import threading
 import traceback
 import weakref
 
@@ -29,14 +31,39 @@ from tinytorch.core.tensor import Tensor
 # Grad mode
 # --------------------------------------------------------------------------------------------
 
-class _GradMode:
-    """Process-wide switch: when off, ops record no graph at all."""
+class _GradModeState(threading.local):
+    """Per-thread switch (as in PyTorch): when off, ops record no graph at all."""
     enabled = True
+
+
+_GradMode = _GradModeState()
 
 
 def is_grad_enabled():
     """Return True when operations currently record a graph for backward."""
     return _GradMode.enabled
+
+
+def _decorate(func, make_context):
+    """Run ``func`` (or each step of a generator function) inside ``make_context()``."""
+    if inspect.isgeneratorfunction(func):
+        @functools.wraps(func)
+        def generator(*args, **kwargs):
+            steps, sent = func(*args, **kwargs), None
+            while True:
+                with make_context():
+                    try:
+                        value = steps.send(sent)
+                    except StopIteration as stop:
+                        return stop.value
+                sent = yield value
+        return generator
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with make_context():
+            return func(*args, **kwargs)
+    return wrapper
 
 
 class _GradModeContext:
@@ -53,11 +80,7 @@ class _GradModeContext:
         return False
 
     def __call__(self, func):
-        @functools.wraps(func)
-        def wrapper(*args, **kwargs):
-            with self.__class__():
-                return func(*args, **kwargs)
-        return wrapper
+        return _decorate(func, self.__class__)
 
 
 class no_grad(_GradModeContext):
@@ -93,12 +116,7 @@ class set_grad_enabled(_GradModeContext):
     def __call__(self, func):
         _GradMode.enabled = self._previous
         mode = self.mode
-
-        @functools.wraps(func)
-        def wrapper(*args, **kwargs):
-            with set_grad_enabled(mode):
-                return func(*args, **kwargs)
-        return wrapper
+        return _decorate(func, lambda: set_grad_enabled(mode))
 
 
 def enable_autograd(quiet=True):
@@ -218,6 +236,7 @@ class Function(metaclass=_FunctionType):
     __slots__ = ("saved_tensors", "needs_input_grad", "output_data", "hooks", "trace", "seq")
     saves_output = False
     reads_inputs = True         # False where the rule needs only shapes: in-place edits are safe
+    returns_view = False        # True where the output shares memory with an input
 
     def __init__(self, *tensors):
         self.saved_tensors = tensors
@@ -372,6 +391,14 @@ def note_inplace(tensor, operation, new_grad_fn=None):
             _InplaceLog.rebases[id(tensor)] = []
         _InplaceLog.rebases[id(tensor)].append(
             (_Sequence.last, tensor.grad_fn, tensor.requires_grad))
+        old_node = tensor.grad_fn
+        if old_node is not None and old_node.hooks:          # retain_grad() follows the tensor
+            retained = [h for h in old_node.hooks if getattr(h, "tensor_ref", None)
+                        and h.tensor_ref() is tensor]
+            for hook in retained:
+                old_node.hooks.remove(hook)
+            if retained:
+                new_grad_fn.hooks = (new_grad_fn.hooks or []) + retained
         tensor.grad_fn, tensor.requires_grad = new_grad_fn, True
 
 
@@ -384,16 +411,31 @@ def _history_seen_by(node, tensor):
 
 
 def _check_unmodified(node):
-    """Raise if an input whose values ``node``'s rule reads was edited in place after use."""
-    for i, t in enumerate(node.saved_tensors):
-        edit = _InplaceLog.edits.get(id(_storage(t.data))) if isinstance(t, Tensor) else None
+    """Raise if values ``node`` relies on were changed in place after it was created.
+
+    Checked: the inputs whose values the rule reads, the memory a view op's output shares
+    with its input, and the saved output of ops that use it.
+    """
+    name = type(node).__name__
+    if node.reads_inputs or node.returns_view:
+        for i, t in enumerate(node.saved_tensors):
+            edit = _InplaceLog.edits.get(id(_storage(t.data))) if isinstance(t, Tensor) else None
+            if edit is not None and edit[0] > node.seq:
+                what = ("its output is a view of its input " if not node.reads_inputs
+                        else "it needs the values of its input ")
+                raise RuntimeError(
+                    f"{name}: {what}{i} (a tensor of shape {t.shape} and dtype {t.dtype}), but "
+                    f"they were modified by an in-place operation ({edit[1]}) after {name} was "
+                    f"recorded. Use an out-of-place operation (e.g. x = x + y instead of "
+                    f"x += y), clone() the tensor first, or make the change after backward().")
+    if node.output_data is not None:
+        edit = _InplaceLog.edits.get(id(_storage(node.output_data)))
         if edit is not None and edit[0] > node.seq:
             raise RuntimeError(
-                f"{type(node).__name__} needs the values of its input {i} (a tensor of shape "
-                f"{t.shape} and dtype {t.dtype}) to compute its gradient, but they were modified "
-                f"by an in-place operation ({edit[1]}) after {type(node).__name__} used them. "
-                f"Use an out-of-place operation (e.g. x = x + y instead of x += y), or make the "
-                f"change after backward().")
+                f"{name}: it needs the values of its output (shape {node.output_data.shape}) to "
+                f"compute its gradient, but they were modified by an in-place operation "
+                f"({edit[1]}) after {name} was recorded. Use an out-of-place operation, or "
+                f"clone() the output before changing it.")
 
 
 _FREED_GRAPH_MESSAGE = (
@@ -524,10 +566,13 @@ def _run_backward(roots, root_grads, retain_graph, create_graph=False, inputs=No
     seeds = {id(grad) for grad in root_grads}
     check_finite = _AnomalyMode.enabled
 
+    hooked = {}                        # id(leaf) -> (leaf, key, summed gradient), for leaf hooks
     while waiting:
         node = heapq.heappop(waiting)[1]
         grad = pending.pop(node)
-        if _InplaceLog.edits and node.reads_inputs:
+        if node.saved_tensors is None:
+            raise RuntimeError(_FREED_GRAPH_MESSAGE)
+        if _InplaceLog.edits:
             _check_unmodified(node)
         if node.hooks is not None:
             grad = _run_node_hooks(node, grad)
@@ -551,17 +596,17 @@ def _run_backward(roots, root_grads, retain_graph, create_graph=False, inputs=No
             if _InplaceLog.rebases:
                 parent, requires_grad = _history_seen_by(node, t)
             if parent is None:
-                if requires_grad:
-                    key = t if inputs is None else id(t)
-                    if inputs is None or key in sinks:
-                        # The leaf must own its gradient: copy one that may be shared.
-                        borrowed = not reduced and (g is grad or id(g) in seeds
-                                                    or getattr(g, "base", None) is not None)
-                        if _leaf_hooks and id(t) in _leaf_hooks:
-                            for hook in _leaf_hooks[id(t)]:
-                                g = _call_hook(hook, g)
-                            borrowed = True
-                        _accumulate(sinks, key, g, borrowed)
+                key = t if inputs is None else id(t)
+                if not requires_grad or (inputs is not None and key not in sinks):
+                    continue
+                if _leaf_hooks and id(t) in _leaf_hooks:    # hooks see the leaf's total, once
+                    earlier = hooked.get(id(t))
+                    hooked[id(t)] = (t, key, g if earlier is None else earlier[2] + g)
+                    continue
+                # The leaf must own its gradient: copy one that may be shared.
+                borrowed = not reduced and (g is grad or id(g) in seeds
+                                            or getattr(g, "base", None) is not None)
+                _accumulate(sinks, key, g, borrowed)
                 continue
             earlier = pending.get(parent)
             if earlier is None:
@@ -571,6 +616,12 @@ def _run_backward(roots, root_grads, retain_graph, create_graph=False, inputs=No
                 pending[parent] = earlier + g
         if not retain_graph:
             node.release()
+    for leaf, key, g in hooked.values():
+        for hook in _leaf_hooks.get(id(leaf), ()):
+            g = _call_hook(hook, g)
+        if g.dtype != leaf.data.dtype:
+            g = g.astype(leaf.data.dtype)
+        _accumulate(sinks, key, g, borrowed=True)
     return sinks
 
 

@@ -101,9 +101,9 @@ def _normalise_axis(axis, ndim):
         return None
     axes = axis if isinstance(axis, tuple) else (axis,)
     for a in axes:
-        if not -ndim <= a < max(ndim, 1):
+        if not -max(ndim, 1) <= a < max(ndim, 1):
             raise IndexError(f"axis {a} is out of range for a tensor with {ndim} dims")
-    return axis
+    return None if ndim == 0 else axis          # a 0-d tensor accepts axis 0 or -1, as in PyTorch
 
 
 # ----- arithmetic ----------------------------------------------------------------------------------
@@ -527,6 +527,7 @@ class ReshapeBackward(Function):
     """y = x with a new shape;  the gradient is reshaped back to ``original_shape``."""
     __slots__ = ("original_shape",)
     reads_inputs = False
+    returns_view = True
 
     def __init__(self, tensor, original_shape):
         super().__init__(tensor)
@@ -548,6 +549,7 @@ class TransposeBackward(Function):
     """y = x with axes dim0 and dim1 swapped (default: the last two);  swap the gradient back."""
     __slots__ = ("dim0", "dim1")
     reads_inputs = False
+    returns_view = True
 
     def __init__(self, tensor, dim0, dim1):
         super().__init__(tensor)
@@ -581,6 +583,7 @@ class PermuteBackward(Function):
     """y = x with axes reordered by ``axes``;  the gradient is permuted by the inverse order."""
     __slots__ = ("axes", "inverse_axes")
     reads_inputs = False
+    returns_view = True
 
     def __init__(self, tensor, axes):
         super().__init__(tensor)
@@ -606,6 +609,7 @@ class ExpandBackward(Function):
     """y = x broadcast to ``shape``;  the engine sums the gradient back over the copies."""
     __slots__ = ()
     reads_inputs = False
+    returns_view = True
 
     def forward(self, x, shape):
         try:
@@ -619,6 +623,12 @@ class ExpandBackward(Function):
 
 # ----- indexing, joining -------------------------------------------------------------------------
 
+def _is_basic_index(key):
+    """True for ints, slices, None and Ellipsis only: NumPy then returns a view, not a copy."""
+    keys = key if isinstance(key, tuple) else (key,)
+    return all(k is None or k is Ellipsis or isinstance(k, (int, slice, np.integer)) for k in keys)
+
+
 def _has_index_arrays(key):
     """True when ``key`` uses integer arrays (advanced indexing), where indices may repeat."""
     keys = key if isinstance(key, tuple) else (key,)
@@ -627,17 +637,19 @@ def _has_index_arrays(key):
 
 class SliceBackward(Function):
     """y = x[key];  the gradient lands back at the selected positions (summed where repeated)."""
-    __slots__ = ("key", "original_shape")
+    __slots__ = ("key", "original_shape", "returns_view")
     reads_inputs = False
 
     def __init__(self, tensor, key):
         super().__init__(tensor)
         self.key = key
         self.original_shape = tensor.shape
+        self.returns_view = _is_basic_index(key)
 
     def forward(self, x, key):
         self.key = key
         self.original_shape = x.shape
+        self.returns_view = _is_basic_index(key)
         try:
             return x[key]
         except IndexError as error:

@@ -21,6 +21,7 @@ import math
 
 import numpy as np
 
+from tinytorch.core.autograd import note_inplace
 from tinytorch.core.tensor import Tensor
 
 
@@ -220,6 +221,7 @@ class SGD(Optimizer):
                         buf += (1 - dampening) * g
                     g = g + momentum * buf if nesterov else buf
                 p.data -= lr * g
+                note_inplace(p, "SGD.step()")
         self.step_count += 1
 
 
@@ -272,6 +274,7 @@ class Adam(Optimizer):
                 step_size = lr / (1 - beta1 ** t)
                 denom = np.sqrt(v) / math.sqrt(1 - beta2 ** t) + eps
                 p.data -= step_size * (m / denom)
+                note_inplace(p, f"{type(self).__name__}.step()")
         self.step_count += 1
 
 

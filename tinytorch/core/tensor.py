@@ -221,7 +221,7 @@ class Tensor:
 
     def __array__(self, dtype=None, copy=None):
         if dtype is None:
-            return self.data
+            return self.data.copy() if copy else self.data
         return self.data.astype(dtype, copy=bool(copy))
 
     def astype(self, dtype):
@@ -381,10 +381,15 @@ class Tensor:
         return run_op(CosBackward, self)
 
     def clip(self, min=None, max=None):
-        """Limit values to [min, max]; the gradient flows where min <= x <= max."""
+        """Limit values to [min, max]; the gradient flows where min <= x <= max.
+
+        The bounds (numbers, arrays or Tensors) are constants: no gradient flows to them.
+        """
         if min is None and max is None:
             raise ValueError("clip: give at least one of min and max")
-        return run_op(ClipBackward, self, low=min, high=max)
+        low = min.data if isinstance(min, Tensor) else min
+        high = max.data if isinstance(max, Tensor) else max
+        return run_op(ClipBackward, self, low=low, high=high)
 
     clamp = clip
 
@@ -415,7 +420,7 @@ class Tensor:
         """Variance ``sum((x - mean)^2) / (N - correction)``; population variance by default."""
         axis = _axis(axis, dim)
         centered = self - self.mean(axis=axis, keepdims=True)
-        if axis is None:
+        if axis is None or self.ndim == 0:
             count = self.data.size
         else:
             count = int(np.prod([self.shape[a] for a in _axes_tuple(axis, self.ndim)]))
@@ -445,22 +450,21 @@ class Tensor:
         if self.ndim == 0:
             return self.reshape(1)
         start, end = start_dim % self.ndim, end_dim % self.ndim
-        shape = self.shape[:start] + (-1,) + self.shape[end + 1:]
-        return self.reshape(shape)
+        merged = int(np.prod(self.shape[start:end + 1]))
+        return self.reshape(self.shape[:start] + (merged,) + self.shape[end + 1:])
 
     def squeeze(self, axis=None, dim=None):
-        """Remove size-1 axes (all of them, or the given one)."""
+        """Remove size-1 axes: all of them, or those among ``axis`` (others stay, as in PyTorch)."""
         axis = _axis(axis, dim)
         shape = self.shape
         if axis is None:
             new_shape = tuple(n for n in shape if n != 1)
+        elif self.ndim == 0:
+            _axes_tuple(axis, 1)                         # 0 or -1 are valid, as in PyTorch
+            new_shape = ()
         else:
             axes = _axes_tuple(axis, self.ndim)
-            for a in axes:
-                if shape[a] != 1:
-                    raise ValueError(f"squeeze: axis {a} has size {shape[a]}, not 1 "
-                                     f"(tensor shape {shape})")
-            new_shape = tuple(n for i, n in enumerate(shape) if i not in axes)
+            new_shape = tuple(n for i, n in enumerate(shape) if i not in axes or n != 1)
         return self.reshape(new_shape)
 
     def unsqueeze(self, axis=None, dim=None):
@@ -549,6 +553,11 @@ class Tensor:
                 f"a leaf tensor that requires grad cannot be changed in place ({symbol}): "
                 f"write an out-of-place op (x = x + y), or update it under no_grad() as "
                 f"optimizers do")
+        if recording and self.grad_fn is not None and self.grad_fn.returns_view:
+            raise RuntimeError(
+                f"in-place {symbol} on a view (the result of {type(self.grad_fn).__name__}, "
+                f"which shares memory with its input) is not supported by autograd: change "
+                f"the base tensor instead, or clone() the view first")
         return recording
 
     def _snapshot(self):
@@ -563,6 +572,9 @@ class Tensor:
         if values.shape != self.data.shape:
             raise ValueError(f"in-place {symbol}: the result has shape {values.shape}, which "
                              f"does not fit the tensor's shape {self.data.shape}")
+        if not np.can_cast(values.dtype, self.data.dtype, casting="same_kind"):
+            raise TypeError(f"in-place {symbol}: the result has dtype {values.dtype}, which "
+                            f"cannot be stored in a tensor of dtype {self.data.dtype}")
         self.data[...] = values
 
     def _finish_inplace(self, result, symbol):
