@@ -198,3 +198,11 @@ def test_clip_accepts_tensor_bounds():
     assert y.tolist() == [2.0, 4.0]
     y.sum().backward()
     assert x.grad.tolist() == [0.0, 0.0]
+
+
+def test_numpy_reductions_call_the_tensor_methods():
+    t = Tensor([[1.0, 2.0], [3.0, 4.0]])
+    assert np.sum(t).item() == 10.0
+    assert np.mean(t, axis=0).tolist() == [2.0, 3.0]
+    assert np.max(t).item() == 4.0 and np.min(t).item() == 1.0
+    assert np.sum(t, dtype=np.float64).dtype == np.float64

@@ -402,19 +402,24 @@ class Tensor:
         return run_op(MinimumBackward, self, _operand(other, self))
 
     # ----- reductions ---------------------------------------------------------------------------
-    def sum(self, axis=None, keepdims=False, dim=None):
-        return run_op(SumBackward, self, axis=_axis(axis, dim), keepdims=keepdims)
+    # ``out``/``dtype`` let NumPy's np.sum(t), np.mean(t), np.max(t)... call these methods.
+    def sum(self, axis=None, keepdims=False, dim=None, dtype=None, out=None):
+        result = run_op(SumBackward, self, axis=_axis(axis, dim), keepdims=keepdims)
+        return _numpy_reduction_result(result, dtype, out)
 
-    def mean(self, axis=None, keepdims=False, dim=None):
-        return run_op(MeanBackward, self, axis=_axis(axis, dim), keepdims=keepdims)
+    def mean(self, axis=None, keepdims=False, dim=None, dtype=None, out=None):
+        result = run_op(MeanBackward, self, axis=_axis(axis, dim), keepdims=keepdims)
+        return _numpy_reduction_result(result, dtype, out)
 
-    def max(self, axis=None, keepdims=False, dim=None):
+    def max(self, axis=None, keepdims=False, dim=None, out=None):
         """Largest value; the gradient is shared equally among tied maxima."""
-        return run_op(MaxBackward, self, axis=_axis(axis, dim), keepdims=keepdims)
+        result = run_op(MaxBackward, self, axis=_axis(axis, dim), keepdims=keepdims)
+        return _numpy_reduction_result(result, None, out)
 
-    def min(self, axis=None, keepdims=False, dim=None):
+    def min(self, axis=None, keepdims=False, dim=None, out=None):
         """Smallest value; the gradient is shared equally among tied minima."""
-        return run_op(MinBackward, self, axis=_axis(axis, dim), keepdims=keepdims)
+        result = run_op(MinBackward, self, axis=_axis(axis, dim), keepdims=keepdims)
+        return _numpy_reduction_result(result, None, out)
 
     def var(self, axis=None, keepdims=False, dim=None, correction=0):
         """Variance ``sum((x - mean)^2) / (N - correction)``; population variance by default."""
@@ -599,6 +604,12 @@ class _RetainGrad:
                 tensor.grad = Tensor._make(np.array(grad, dtype=tensor.dtype))
             else:
                 tensor.grad.data = tensor.grad.data + grad
+
+
+def _numpy_reduction_result(result, dtype, out):
+    if out is not None:
+        raise TypeError("tinytorch reductions do not write into out=; use the returned tensor")
+    return result if dtype is None else result.astype(dtype)
 
 
 def _axis(axis, dim):
