@@ -150,3 +150,87 @@ def test_graph_without_graphviz_falls_back_to_dot_text(tmp_path, capsys, monkeyp
     assert main(["graph", "--out", str(tmp_path / "graph.svg"), "--hidden", "8"]) == 0
     assert (tmp_path / "graph.dot").read_text().startswith("digraph")
     assert "graphviz" in capsys.readouterr().out.lower()
+
+
+@pytest.fixture(scope="module")
+def trained_checkpoint(tmp_path_factory):
+    """A checkpoint of a tiny one-epoch run, written once for the tests that damage copies of it."""
+    out = tmp_path_factory.mktemp("tiny-run")
+    assert main(["train", "--dataset", "moons", "--epochs", "1", "--hidden", "8",
+                 "--out", str(out)]) == 0
+    return out / "model.npz"
+
+
+def _rewritten(source, target, change):
+    """Copy the checkpoint ``source`` to ``target`` with ``change(checkpoint)`` applied to it."""
+    from tinytorch.core import serialization
+
+    checkpoint = serialization.load(source)
+    change(checkpoint)
+    serialization.save(checkpoint, target)
+    return target
+
+
+def _set_config(key, value):
+    def change(checkpoint):
+        checkpoint["metadata"]["config"][key] = value
+    return change
+
+
+@pytest.mark.parametrize("change, field", [
+    (_set_config("seed", "x"), "seed"),
+    (_set_config("seed", 1.5), "seed"),
+    (_set_config("hidden_layers", "2"), "hidden_layers"),
+    (_set_config("hidden", "16"), "hidden"),
+    (_set_config("hidden", 0), "hidden"),
+    (_set_config("classes", [2]), "classes"),
+    (_set_config("dataset", 3), "dataset"),
+    (_set_config("dataset", "mnist"), "dataset"),
+    (_set_config("dropout", "0.1"), "dropout"),
+    (_set_config("dropout", 2.0), "dropout"),
+    (lambda checkpoint: checkpoint["metadata"].update(config=["moons"]), "config"),
+    (lambda checkpoint: checkpoint.update(metadata="moons"), "config"),
+    (lambda checkpoint: checkpoint.update(epoch=[1]), "epoch"),
+    (lambda checkpoint: checkpoint.update(step="many"), "step"),
+], ids=["seed-str", "seed-float", "hidden_layers-str", "hidden-str", "hidden-zero",
+        "classes-list", "dataset-int", "dataset-unknown", "dropout-str", "dropout-too-big",
+        "config-list", "metadata-str", "epoch-list", "step-str"])
+def test_evaluate_checkpoint_with_a_bad_config_is_a_one_line_error(
+        trained_checkpoint, tmp_path, capsys, change, field):
+    path = _rewritten(trained_checkpoint, tmp_path / "bad.npz", change)
+    capsys.readouterr()
+    assert main(["evaluate", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("tinytorch: error:") and "bad.npz" in err[0] and field in err[0]
+
+
+def test_evaluate_accepts_an_unchanged_rewritten_checkpoint(trained_checkpoint, tmp_path, capsys):
+    path = _rewritten(trained_checkpoint, tmp_path / "same.npz", lambda checkpoint: None)
+    assert main(["evaluate", str(path)]) == 0
+    assert "test accuracy:" in capsys.readouterr().out
+
+
+def test_evaluate_reports_a_type_error_from_the_file_contents_in_one_line(
+        trained_checkpoint, capsys, monkeypatch):
+    import tinytorch.cli as cli
+
+    def broken(*args, **kwargs):
+        raise TypeError("unsupported operand type(s)")
+    monkeypatch.setattr(cli, "build_mlp", broken)
+    capsys.readouterr()
+    assert main(["evaluate", str(trained_checkpoint)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tinytorch: error:")
+    assert "model.npz" in err[0] and "TypeError" in err[0]
+
+
+def test_evaluate_keeps_the_traceback_of_errors_not_caused_by_the_file(
+        trained_checkpoint, monkeypatch):
+    from tinytorch.core.training import Trainer
+
+    def broken(self, loader):
+        raise TypeError("a bug in the evaluation loop")
+    monkeypatch.setattr(Trainer, "evaluate", broken)
+    with pytest.raises(TypeError, match="a bug"):
+        main(["evaluate", str(trained_checkpoint)])

@@ -153,3 +153,43 @@ def test_subset_items_and_batches_agree():
     assert int(y.item()) == part.indices[4]
     xb, yb = next(iter(DataLoader(part, batch_size=5)))
     np.testing.assert_array_equal(yb.data, part.indices[:5])
+
+
+def test_shuffle_without_a_seed_follows_manual_seed():
+    def epochs_after(seed):
+        tt.manual_seed(seed)
+        loader = DataLoader(_data(40), batch_size=8, shuffle=True)
+        return [_epoch_labels(loader) for _ in range(3)]
+
+    first, again, other = epochs_after(0), epochs_after(0), epochs_after(1)
+    for x, y in zip(first, again):
+        np.testing.assert_array_equal(x, y)
+    assert not np.array_equal(first[0], first[1]), "each epoch should get a new order"
+    assert not np.array_equal(first[0], other[0])
+
+
+def test_an_explicit_seed_ignores_manual_seed():
+    tt.manual_seed(0)
+    a = _epoch_labels(DataLoader(_data(40), batch_size=8, shuffle=True, seed=7))
+    tt.manual_seed(1)
+    b = _epoch_labels(DataLoader(_data(40), batch_size=8, shuffle=True, seed=7))
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(
+        a, np.random.default_rng(7).permutation(40)), "seed=7 keeps its old orders"
+
+
+def test_random_split_without_a_seed_follows_manual_seed():
+    def split_after(seed):
+        tt.manual_seed(seed)
+        return random_split(_data(30), [20, 10])[1].indices
+
+    np.testing.assert_array_equal(split_after(0), split_after(0))
+    assert not np.array_equal(split_after(0), split_after(1))
+
+
+def test_an_ordered_loader_leaves_the_library_generator_alone():
+    tt.manual_seed(0)
+    expected = tt.randn(3).data
+    tt.manual_seed(0)
+    DataLoader(_data(10), batch_size=4)
+    np.testing.assert_array_equal(tt.randn(3).data, expected)

@@ -111,3 +111,62 @@ def test_pickled_arrays_are_refused(tmp_path):
 def test_missing_file_raises_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError):
         tt.load(tmp_path / "nope.npz")
+
+
+def test_zero_dim_tensors_and_arrays_keep_their_shape(tmp_path):
+    path = tmp_path / "scalars.npz"
+    tt.save({"t": tt.tensor(3.0), "a": np.array(2.0), "i": np.array(7, np.int64),
+             "m": tt.ones(2, 3).data.T}, path)
+    loaded = tt.load(path)
+    assert isinstance(loaded["t"], tt.Tensor) and loaded["t"].shape == ()
+    assert loaded["t"].item() == 3.0
+    assert isinstance(loaded["a"], np.ndarray) and loaded["a"].shape == () and loaded["a"] == 2.0
+    assert loaded["i"].shape == () and loaded["i"].dtype == np.int64
+    assert loaded["m"].shape == (3, 2)       # a non-contiguous view is stored as its values
+
+
+def _counting_model():
+    from tinytorch.core.layers import Linear, Module
+
+    class Counting(Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = Linear(3, 2)
+            self.register_buffer("count", tt.tensor(0.0))
+
+        def forward(self, x):
+            return self.linear(x)
+
+    return Counting()
+
+
+def test_state_dict_with_a_zero_dim_buffer_round_trips(tmp_path):
+    model = _counting_model()
+    model.count.data[...] = 5.0
+    path = tmp_path / "state.npz"
+    tt.save(model.state_dict(), path)
+    loaded = tt.load(path)
+    assert loaded["count"].shape == ()
+    fresh = _counting_model()
+    fresh.load_state_dict(loaded)
+    assert fresh.count.shape == () and fresh.count.item() == 5.0
+    np.testing.assert_array_equal(fresh.linear.weight.data, model.linear.weight.data)
+
+
+def test_trainer_checkpoint_with_a_zero_dim_buffer_round_trips(tmp_path):
+    from tinytorch.core.losses import MSELoss
+    from tinytorch.core.optimizers import Adam
+    from tinytorch.core.training import Trainer
+
+    model = _counting_model()
+    model.count.data[...] = 9.0
+    trainer = Trainer(model, Adam(model.parameters(), lr=0.1), MSELoss())
+    trainer.epoch = 4
+    path = tmp_path / "ckpt.npz"
+    trainer.save_checkpoint(path, note="scalar buffer")
+    fresh = _counting_model()
+    other = Trainer(fresh, Adam(fresh.parameters(), lr=0.1), MSELoss())
+    assert other.load_checkpoint(path) == {"note": "scalar buffer"}
+    assert other.epoch == 4
+    assert fresh.count.shape == () and fresh.count.item() == 9.0
+    np.testing.assert_array_equal(fresh.linear.weight.data, model.linear.weight.data)

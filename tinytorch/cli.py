@@ -129,28 +129,80 @@ def evaluate(args):
     from tinytorch.core.losses import CrossEntropyLoss
     from tinytorch.core.training import Trainer, read_checkpoint
 
-    metadata = read_checkpoint(args.checkpoint).get("metadata", {})
-    config = metadata.get("config")
-    needed = ("dataset", "hidden", "seed", "classes")
-    if not isinstance(config, dict) or any(key not in config for key in needed):
-        raise ValueError(f"{args.checkpoint}: the checkpoint does not record how to rebuild its "
-                         f"model and test split ({', '.join(needed)}); was it written by "
-                         f"'tinytorch train'?")
-    (_, _, test_set), classes, _ = prepare_data(config["dataset"], config["seed"])
-    if classes != config["classes"]:
-        raise ValueError(f"{args.checkpoint}: the checkpoint has {config['classes']} classes, "
-                         f"the {config['dataset']} data has {classes}")
-    in_features = test_set.tensors[0].shape[1]
-    model = build_mlp(in_features, config["hidden"], classes,
-                      config.get("hidden_layers", HIDDEN_LAYERS), config.get("dropout", DROPOUT))
-    trainer = Trainer(model, None, CrossEntropyLoss())
-    trainer.load_checkpoint(args.checkpoint)
+    with _reading(args.checkpoint):
+        config = _checkpoint_config(args.checkpoint, read_checkpoint(args.checkpoint))
+        (_, _, test_set), classes, _ = prepare_data(config["dataset"], config["seed"])
+        if classes != config["classes"]:
+            raise ValueError(f"{args.checkpoint}: the checkpoint has {config['classes']} "
+                             f"classes, the {config['dataset']} data has {classes}")
+        in_features = test_set.tensors[0].shape[1]
+        model = build_mlp(in_features, config["hidden"], classes, config["hidden_layers"],
+                          config["dropout"])
+        trainer = Trainer(model, None, CrossEntropyLoss())
+        trainer.load_checkpoint(args.checkpoint)
     loss, accuracy = trainer.evaluate(DataLoader(test_set, batch_size=256))
     correct = round(accuracy * len(test_set))
     print(f"{args.checkpoint}: MLP on {config['dataset']} (hidden {config['hidden']}, "
           f"seed {config['seed']}), trained {trainer.epoch} epochs")
     print(f"test accuracy: {accuracy:.2%} ({correct}/{len(test_set)})   test loss {loss:.4f}")
     return 0
+
+
+def _checkpoint_config(path, checkpoint):
+    """The model and data settings recorded by 'tinytorch train' in a checkpoint, checked.
+
+    Returns the metadata's ``config`` with ``hidden_layers`` and ``dropout`` filled in when
+    absent. Raises ValueError naming ``path`` and the field when a field is missing or of the
+    wrong type or range (a damaged or hand-edited file).
+    """
+    from tinytorch.datasets import DATASETS
+
+    metadata = checkpoint.get("metadata", {})
+    config = metadata.get("config") if isinstance(metadata, dict) else None
+    needed = ("dataset", "hidden", "seed", "classes")
+    if not isinstance(config, dict) or any(key not in config for key in needed):
+        raise ValueError(f"{path}: the checkpoint's metadata has no config recording how to "
+                         f"rebuild its model and test split ({', '.join(needed)}); was it "
+                         f"written by 'tinytorch train'?")
+    config = {"hidden_layers": HIDDEN_LAYERS, "dropout": DROPOUT, **config}
+
+    def bad(field, expected):
+        return ValueError(f"{path}: the checkpoint's config field '{field}' must be {expected}, "
+                          f"got {config[field]!r}")
+
+    if not isinstance(config["dataset"], str) or config["dataset"] not in DATASETS:
+        raise bad("dataset", f"one of {', '.join(DATASETS)}")
+    for field, low in (("hidden", 1), ("seed", 0), ("classes", 2), ("hidden_layers", 0)):
+        value = config[field]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise bad(field, f"an integer >= {low}")
+    dropout = config["dropout"]
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
+            or not 0 <= dropout < 1:
+        raise bad("dropout", "a probability in [0, 1)")
+    return config
+
+
+class _reading:
+    """Context manager: a TypeError or KeyError raised while using the contents of the user's
+    file ``path`` becomes a ValueError naming the file, which :func:`main` reports in one line.
+
+    Only wraps code that consumes file contents, so programming errors elsewhere keep their
+    traceback.
+    """
+
+    def __init__(self, path):
+        self.path = path
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if kind is not None and issubclass(kind, (TypeError, KeyError)):
+            text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+            raise ValueError(f"{self.path}: unusable contents ({kind.__name__}: "
+                             f"{' '.join(text.split())})") from error
+        return False
 
 
 def plot_curves(history, path, title=""):

@@ -13,7 +13,7 @@
 
 import numpy as np
 
-from tinytorch.core.tensor import Tensor
+from tinytorch.core.tensor import Tensor, get_rng
 
 
 class Dataset:
@@ -108,11 +108,20 @@ def _get_batch(dataset, indices):
     return collate([dataset[int(i)] for i in indices])
 
 
+def _generator(seed):
+    """A NumPy generator seeded by ``seed``, or when it is None by a draw from ``get_rng()``
+    (which follows ``tinytorch.manual_seed``)."""
+    if seed is None:
+        seed = int(get_rng().integers(2**63))
+    return np.random.default_rng(seed)
+
+
 def random_split(dataset, lengths, seed=None):
     """Split ``dataset`` into non-overlapping random :class:`Subset` s of the given lengths.
 
     ``lengths`` are sample counts adding up to ``len(dataset)``, or fractions adding up to 1
-    (any remainder from rounding goes to the first parts, one sample each).
+    (any remainder from rounding goes to the first parts, one sample each). Without a ``seed``
+    the order is drawn from the library generator, so ``tinytorch.manual_seed`` reproduces it.
 
     >>> train, test = random_split(data, [0.8, 0.2], seed=0)
     """
@@ -129,7 +138,7 @@ def random_split(dataset, lengths, seed=None):
     if any(int(x) != x or x < 0 for x in lengths) or sum(lengths) != n:
         raise ValueError(f"random_split: lengths {lengths} must be non-negative integers that "
                          f"add up to the dataset's length {n} (or fractions adding up to 1)")
-    order = np.random.default_rng(seed).permutation(n)
+    order = _generator(seed).permutation(n)
     bounds = np.cumsum([0] + [int(x) for x in lengths])
     return [Subset(dataset, order[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
@@ -139,6 +148,9 @@ class DataLoader:
 
     ``shuffle=True`` draws a new order every epoch (every ``iter(loader)``) from the loader's
     own random generator, seeded by ``seed``: the same seed gives the same sequence of epochs.
+    Without a ``seed`` (as PyTorch) a shuffling loader draws its generator's seed from the
+    library generator when it is built, so ``tinytorch.manual_seed`` before building it
+    reproduces the orders too.
     ``drop_last=True`` skips a final batch smaller than ``batch_size``.
 
     >>> for xb, yb in DataLoader(TensorDataset(X, y), batch_size=64, shuffle=True, seed=0):
@@ -154,7 +166,9 @@ class DataLoader:
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.seed = seed
-        self.generator = np.random.default_rng(seed)
+        # only a shuffling loader takes a draw from the library generator: building an ordered
+        # one leaves the random numbers that follow tinytorch.manual_seed unchanged
+        self.generator = _generator(seed) if shuffle else np.random.default_rng(seed)
 
     def __len__(self):
         n = len(self.dataset)

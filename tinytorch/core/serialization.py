@@ -80,7 +80,8 @@ def _encode(obj, path, arrays):
         name = path.lstrip("/") or "array"
         if name in arrays or name == _META:
             name = f"{name}#{len(arrays)}"
-        arrays[name] = np.ascontiguousarray(obj.data if isinstance(obj, Tensor) else obj)
+        # np.asarray keeps 0-d arrays 0-d (np.ascontiguousarray would make them shape (1,))
+        arrays[name] = np.asarray(obj.data if isinstance(obj, Tensor) else obj, order="C")
         if arrays[name].dtype.kind not in "biuf":
             raise TypeError(f"save: cannot store the array at '{name}' of dtype "
                             f"{arrays[name].dtype} (only bool, integer and float arrays)")

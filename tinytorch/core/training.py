@@ -313,6 +313,11 @@ def read_checkpoint(path):
     missing = [key for key in required if key not in checkpoint]
     if missing:
         raise ValueError(f"{path}: the checkpoint lacks the entries {', '.join(missing)}")
+    for key in ("epoch", "step"):
+        value = checkpoint.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{path}: the checkpoint's '{key}' must be an integer >= 0, "
+                             f"got {value!r}")
     return checkpoint
 
 
