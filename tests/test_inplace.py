@@ -151,3 +151,11 @@ def test_changing_saved_values_through_a_view_is_caught():
     row *= 2.0
     with pytest.raises(RuntimeError, match="in-place operation"):
         product.sum().backward()
+
+
+def test_setitem_value_with_extra_leading_axes_gets_its_gradient():
+    w = leaf([[1.0, 2.0, 3.0]])
+    x = tt.zeros(2, 3, dtype=np.float64)
+    x[0] = w
+    (x * 2).sum().backward()
+    np.testing.assert_allclose(w.grad.data, [[2.0, 2.0, 2.0]])

@@ -700,7 +700,13 @@ class SetItemBackward(Function):
         need_x, need_value = self.needs_input_grad
         outside = np.ones(np.shape(_raw(x)), dtype=bool)
         outside[self.key] = False
-        return (grad * outside if need_x else None, grad[self.key] if need_value else None)
+        grad_value = None
+        if need_value:
+            grad_value = grad[self.key]
+            extra = np.ndim(_raw(value)) - grad_value.ndim   # value had leading size-1 axes
+            if extra > 0:
+                grad_value = grad_value.reshape((1,) * extra + grad_value.shape)
+        return (grad * outside if need_x else None, grad_value)
 
 
 class EmbeddingBackward(Function):
