@@ -85,9 +85,12 @@ LIBS = ("tinytorch", "floor", "torch")
 # Shared helpers for the tinytorch versions
 # =============================================================================================
 
+_CROSS_ENTROPY = CrossEntropyLoss()
+
+
 def _cross_entropy(logits, targets):
     """Mean softmax cross-entropy of ``logits`` (N, C) against class indices ``targets``."""
-    return CrossEntropyLoss()(logits, targets)
+    return _CROSS_ENTROPY(logits, targets)
 
 
 def _tt_layer_norm(x, gain, bias):
