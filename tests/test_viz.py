@@ -319,3 +319,13 @@ def test_graphviz_accepts_escaped_and_freed_graphs():
                                 capture_output=True, check=False)
         assert result.returncode == 0, result.stderr.decode()
         assert b"<svg" in result.stdout
+
+
+def test_ops_recorded_before_an_inplace_op_are_drawn_with_the_old_history():
+    weight = tt.Tensor([1.0, 2.0], requires_grad=True)
+    constant = tt.zeros(2)
+    early = constant + weight                 # constant is a constant for this op
+    constant += weight * 2                    # ... and joins the graph only afterwards
+    dot = to_dot(early.sum())
+    assert "Mul" not in dot, "the later in-place multiplication is not part of early's graph"
+    assert "const" in dot

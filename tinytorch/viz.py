@@ -28,6 +28,7 @@ import os
 import shutil
 import subprocess
 
+from tinytorch.core.autograd import _history_seen_by
 from tinytorch.core.tensor import Tensor
 
 __all__ = ["to_dot", "draw_graph"]
@@ -134,7 +135,7 @@ def to_dot(tensor, params=None, show_shapes=True):
         return "\n".join(lines) + "\n"
 
     op_ids = {}                             # id(node) -> DOT id
-    tensor_ids = {}                         # id(leaf or constant tensor) -> DOT id
+    tensor_ids = {}                         # (id(leaf or constant), requires_grad) -> DOT id
     alive = []                              # keeps every object whose id() is a key alive
     stack = []
 
@@ -156,24 +157,26 @@ def to_dot(tensor, params=None, show_shapes=True):
             stack.append((node, node_id))
         return node_id
 
-    def input_id(value):
-        """(DOT id, is_constant) of one input of an op."""
+    def input_id(value, consumer):
+        """(DOT id, is_constant) of one input of the op ``consumer``."""
         if isinstance(value, Tensor):
-            if value.grad_fn is not None:
-                return op_id(value.grad_fn, value), False
-            key = id(value)
+            # the history the op saw (an in-place op may have given the tensor a new one since)
+            grad_fn, requires_grad = _history_seen_by(consumer, value)
+            if grad_fn is not None:
+                return op_id(grad_fn, value), False
+            key = (id(value), requires_grad)
             if key in tensor_ids:
-                return tensor_ids[key], not value.requires_grad
+                return tensor_ids[key], not requires_grad
             node_id = tensor_ids[key] = new_id()
             alive.append(value)
-            name = names.get(key)
-            if value.requires_grad:
+            name = names.get(id(value))
+            if requires_grad:
                 label, style = _label(name or "leaf", kind_of(value)), _LEAF_STYLE
             else:
                 title = name or (_short(value.item()) if value.size == 1 else "const")
                 label, style = _label(title, kind_of(value)), _CONST_STYLE
             lines.append(f'  {node_id} [label="{label}", {style}];')
-            return node_id, not value.requires_grad
+            return node_id, not requires_grad
         node_id = new_id()                  # a Python number (or other value): one per use
         lines.append(f'  {node_id} [label="{_label(_short(value))}", {_CONST_STYLE}];')
         return node_id, True
@@ -182,7 +185,7 @@ def to_dot(tensor, params=None, show_shapes=True):
     while stack:
         node, node_id = stack.pop()
         for value in node.saved_tensors:
-            source, constant = input_id(value)
+            source, constant = input_id(value, node)
             edges.append(f"  {source} -> {node_id}{_CONST_EDGE if constant else ''};")
     lines.extend(edges)
     lines.append("}")
