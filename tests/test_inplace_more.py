@@ -139,3 +139,89 @@ def test_no_grad_decorates_generator_functions_step_by_step():
         results.append(item)
         assert tt.is_grad_enabled(), "the mode must not leak out between steps"
     assert all(not r.requires_grad for r in results)
+
+
+def test_recording_into_an_unrecorded_view_is_refused():
+    base = tt.zeros(3, 4, dtype=np.float64)
+    w = leaf([1.0, 2.0])
+    with pytest.raises(RuntimeError, match="view of another tensor"):
+        base[1][1:3] = w                      # base[1] is a plain view: base would get no graph
+    base[1, 1:3] = w                          # assigning into the base itself is recorded
+    (base * 3).sum().backward()
+    np.testing.assert_allclose(w.grad.data, [3.0, 3.0])
+
+
+def test_mask_and_condition_are_copied_so_later_edits_do_not_change_the_graph():
+    x = leaf([1.0, -2.0, 3.0])
+    mask = Tensor([True, False, True])
+    picked = x[mask]
+    chosen = tt.where(mask, x * 2, x * 3)
+    mask[...] = False
+    (picked.sum() + chosen.sum()).backward()
+    np.testing.assert_allclose(x.grad.data, [3.0, 3.0, 3.0])
+
+
+def test_custom_function_saved_tensor_changed_in_place_is_caught():
+    from tinytorch.core.autograd import Function
+
+    class SavedExp(Function):
+        @staticmethod
+        def forward(ctx, x):
+            y = x.exp()
+            ctx.save_for_backward(y)
+            return y
+
+        @staticmethod
+        def backward(ctx, grad):
+            (y,) = ctx.saved_tensors
+            return grad * y
+
+    x = leaf([0.0, 1.0])
+    y = SavedExp.apply(x)
+    with tt.no_grad():
+        y += 1.0
+    with pytest.raises(RuntimeError, match="SavedExpBackward.*save_for_backward"):
+        y.sum().backward()
+
+
+def test_hook_on_a_leaf_that_is_also_a_backward_root():
+    from tinytorch.core import autograd
+    x = leaf([1.0])
+    x.register_hook(lambda g: g * 10)
+    autograd.backward([x, x * 3], [np.ones(1), np.ones(1)])
+    assert x.grad.item() == 40.0
+
+
+def test_no_grad_generator_forwards_throw_and_close():
+    @tt.no_grad()
+    def steps():
+        try:
+            yield 1
+        except ValueError:
+            yield "caught"
+        finally:
+            finals.append(tt.is_grad_enabled())
+
+    finals = []
+    gen = steps()
+    assert next(gen) == 1
+    assert gen.throw(ValueError()) == "caught"
+    gen.close()
+    assert finals == [False]
+
+
+def test_scaling_by_a_constant_does_not_need_the_scaled_values():
+    w, y = leaf([1.0, 2.0]), leaf([3.0, 4.0]) * 1
+    z = y * 3                                  # MulBackward needs 3, not y's values
+    y *= w
+    (z.sum() + y.sum()).backward()
+    np.testing.assert_allclose(w.grad.data, [3.0, 4.0])
+
+
+def test_ops_that_use_only_their_output_allow_changes_to_their_input():
+    x = leaf([0.5, 1.0])
+    y = x * x
+    z = y.exp()                                # ExpBackward uses exp(y), not y
+    y.detach().__iadd__(1.0)
+    z.sum().backward()
+    np.testing.assert_allclose(x.grad.data, 2 * x.data * np.exp(x.data * x.data))

@@ -49,14 +49,24 @@ def _decorate(func, make_context):
     if inspect.isgeneratorfunction(func):
         @functools.wraps(func)
         def generator(*args, **kwargs):
-            steps, sent = func(*args, **kwargs), None
+            steps = func(*args, **kwargs)
+            advance = functools.partial(steps.send, None)
             while True:
-                with make_context():
-                    try:
-                        value = steps.send(sent)
-                    except StopIteration as stop:
-                        return stop.value
-                sent = yield value
+                try:
+                    with make_context():
+                        value = advance()
+                except StopIteration as stop:
+                    return stop.value
+                try:
+                    sent = yield value
+                except GeneratorExit:
+                    with make_context():
+                        steps.close()
+                    raise
+                except BaseException as error:             # generator.throw(): pass it on
+                    advance = functools.partial(steps.throw, error)
+                else:
+                    advance = functools.partial(steps.send, sent)
         return generator
 
     @functools.wraps(func)
@@ -245,6 +255,10 @@ class Function(metaclass=_FunctionType):
         self.hooks = None
         _Sequence.last = self.seq = _Sequence.last + 1
 
+    def value_needed(self, i):
+        """Whether the gradient rule reads the values of input ``i`` (for in-place checks)."""
+        return self.reads_inputs
+
     @property
     def next_functions(self):
         """The nodes that produced this node's inputs (leaves and constants have none)."""
@@ -416,18 +430,26 @@ def _check_unmodified(node):
     Checked: the inputs whose values the rule reads, the memory a view op's output shares
     with its input, and the saved output of ops that use it.
     """
-    name = type(node).__name__
+    name = repr(node)[1:-1]                  # e.g. MulBackward, or CubeBackward for custom ops
     if node.reads_inputs or node.returns_view:
         for i, t in enumerate(node.saved_tensors):
+            if not (node.returns_view or node.value_needed(i)):
+                continue
             edit = _InplaceLog.edits.get(id(_storage(t.data))) if isinstance(t, Tensor) else None
             if edit is not None and edit[0] > node.seq:
-                what = ("its output is a view of its input " if not node.reads_inputs
+                what = ("its output is a view of its input " if node.returns_view
                         else "it needs the values of its input ")
                 raise RuntimeError(
                     f"{name}: {what}{i} (a tensor of shape {t.shape} and dtype {t.dtype}), but "
                     f"they were modified by an in-place operation ({edit[1]}) after {name} was "
                     f"recorded. Use an out-of-place operation (e.g. x = x + y instead of "
                     f"x += y), clone() the tensor first, or make the change after backward().")
+    for t in getattr(getattr(node, "ctx", None), "saved_tensors", ()):   # custom Functions
+        edit = _InplaceLog.edits.get(id(_storage(t.data))) if isinstance(t, Tensor) else None
+        if edit is not None and edit[0] > node.seq:
+            raise RuntimeError(
+                f"{name}: a tensor it saved with ctx.save_for_backward (shape {t.shape}) was "
+                f"modified by an in-place operation ({edit[1]}) after it was saved")
     if node.output_data is not None:
         edit = _InplaceLog.edits.get(id(_storage(node.output_data)))
         if edit is not None and edit[0] > node.seq:
@@ -552,10 +574,15 @@ def _run_backward(roots, root_grads, retain_graph, create_graph=False, inputs=No
     captured_nodes = {} if inputs is None else {t.grad_fn: id(t) for t in inputs if t.grad_fn}
     pending = {}                       # node -> gradient of its output, summed so far
     waiting = []                       # heap of (-node.seq, node): the newest node on top
+    hooked = {}                        # id(leaf) -> (leaf, key, summed gradient), for leaf hooks
     for root, grad in zip(roots, root_grads):
         if root.grad_fn is None:       # backward() of a leaf: its gradient is the seed itself
-            if inputs is None or id(root) in sinks:
-                _accumulate(sinks, root if inputs is None else id(root), grad, borrowed=True)
+            key = root if inputs is None else id(root)
+            if _leaf_hooks and id(root) in _leaf_hooks:
+                earlier = hooked.get(id(root))
+                hooked[id(root)] = (root, key, grad if earlier is None else earlier[2] + grad)
+            elif inputs is None or key in sinks:
+                _accumulate(sinks, key, grad, borrowed=True)
             continue
         node = root.grad_fn
         if node in pending:
@@ -566,7 +593,6 @@ def _run_backward(roots, root_grads, retain_graph, create_graph=False, inputs=No
     seeds = {id(grad) for grad in root_grads}
     check_finite = _AnomalyMode.enabled
 
-    hooked = {}                        # id(leaf) -> (leaf, key, summed gradient), for leaf hooks
     while waiting:
         node = heapq.heappop(waiting)[1]
         grad = pending.pop(node)
@@ -617,6 +643,8 @@ def _run_backward(roots, root_grads, retain_graph, create_graph=False, inputs=No
         if not retain_graph:
             node.release()
     for leaf, key, g in hooked.values():
+        if inputs is not None and key not in sinks:
+            continue
         for hook in _leaf_hooks.get(id(leaf), ()):
             g = _call_hook(hook, g)
         if g.dtype != leaf.data.dtype:

@@ -203,6 +203,7 @@ class SoftmaxBackward(Function):
     """
     __slots__ = ("dim",)
     saves_output = True
+    reads_inputs = False          # the rule uses only the output
 
     def __init__(self, input_tensor, output_tensor, dim=-1):
         super().__init__(input_tensor)
@@ -225,6 +226,7 @@ class LogSoftmaxBackward(Function):
     """
     __slots__ = ("dim",)
     saves_output = True
+    reads_inputs = False          # the rule uses only the output
 
     def __init__(self, input_tensor, output_tensor, dim=-1):
         super().__init__(input_tensor)

@@ -138,6 +138,9 @@ class MulBackward(Function):
     """z = a * b;  dz/da = b,  dz/db = a."""
     __slots__ = ()
 
+    def value_needed(self, i):
+        return self.needs_input_grad[1 - i]     # a's values enter only b's gradient, and back
+
     def forward(self, a, b):
         return a * b
 
@@ -211,6 +214,9 @@ class MatmulBackward(Function):
     """Z = A @ B;  dL/dA = dL/dZ @ B^T,  dL/dB = A^T @ dL/dZ (batched; 1-D as NumPy)."""
     __slots__ = ()
 
+    def value_needed(self, i):
+        return self.needs_input_grad[1 - i]     # a's values enter only b's gradient, and back
+
     def forward(self, a, b):
         a_shape, b_shape = np.shape(a), np.shape(b)
         if len(a_shape) == 0 or len(b_shape) == 0:
@@ -263,6 +269,7 @@ class ExpBackward(Function):
     """y = exp(x);  dy/dx = exp(x) = y."""
     __slots__ = ()
     saves_output = True
+    reads_inputs = False          # the rule uses only the output
 
     def forward(self, x):
         return np.exp(x)
@@ -286,6 +293,7 @@ class SqrtBackward(Function):
     """y = sqrt(x);  dy/dx = 1 / (2 sqrt(x)) = 1 / (2y)."""
     __slots__ = ()
     saves_output = True
+    reads_inputs = False          # the rule uses only the output
 
     def forward(self, x):
         return np.sqrt(x)
@@ -309,6 +317,7 @@ class TanhBackward(Function):
     """y = tanh(x);  dy/dx = 1 - y^2."""
     __slots__ = ()
     saves_output = True
+    reads_inputs = False          # the rule uses only the output
 
     def forward(self, x):
         return np.tanh(x)
@@ -333,6 +342,7 @@ class SigmoidBackward(Function):
     """
     __slots__ = ()
     saves_output = True
+    reads_inputs = False          # the rule uses only the output
 
     def __init__(self, input_tensor, output_tensor):
         super().__init__(input_tensor)
@@ -525,18 +535,20 @@ def _extremum_gradient(grad, x, out, axis):
 
 class ReshapeBackward(Function):
     """y = x with a new shape;  the gradient is reshaped back to ``original_shape``."""
-    __slots__ = ("original_shape",)
+    __slots__ = ("original_shape", "returns_view")
     reads_inputs = False
-    returns_view = True
 
     def __init__(self, tensor, original_shape):
         super().__init__(tensor)
         self.original_shape = tuple(original_shape)
+        self.returns_view = True
 
     def forward(self, x, shape):
         self.original_shape = x.shape
         try:
-            return x.reshape(shape)
+            out = x.reshape(shape)
+            self.returns_view = np.may_share_memory(out, x)   # a copy for some strided inputs
+            return out
         except ValueError:
             raise ValueError(f"reshape: cannot reshape a tensor of shape {x.shape} "
                              f"({x.size} elements) into shape {tuple(shape)}") from None

@@ -558,6 +558,12 @@ class Tensor:
                 f"a leaf tensor that requires grad cannot be changed in place ({symbol}): "
                 f"write an out-of-place op (x = x + y), or update it under no_grad() as "
                 f"optimizers do")
+        if recording and self.grad_fn is None and isinstance(self.data.base, np.ndarray):
+            raise RuntimeError(
+                f"in-place {symbol} of a value that requires grad into a view of another "
+                f"tensor's memory (e.g. x[i] of a tensor that does not require grad) cannot "
+                f"be recorded: assign into the base tensor itself (x[i, j] = value), or "
+                f"build the result out of place")
         if recording and self.grad_fn is not None and self.grad_fn.returns_view:
             raise RuntimeError(
                 f"in-place {symbol} on a view (the result of {type(self.grad_fn).__name__}, "
@@ -641,7 +647,7 @@ def _index_key(key):
     if isinstance(key, tuple):
         return tuple(_index_key(k) for k in key)
     if isinstance(key, Tensor):
-        key = key.data
+        key = key.data.copy()        # the graph keeps the key: later edits must not change it
     elif isinstance(key, list):
         key = np.asarray(key)
     if isinstance(key, np.ndarray) and key.dtype.kind == "f":
@@ -763,7 +769,7 @@ def _axis_or_zero(axis, dim):
 
 def where(condition, a, b):
     """Elementwise ``a`` where ``condition`` is true, else ``b`` (differentiable in a and b)."""
-    condition = np.asarray(_data(condition), dtype=bool)
+    condition = np.array(_data(condition), dtype=bool)     # a copy: the graph keeps it
     like = a if isinstance(a, Tensor) else b if isinstance(b, Tensor) else None
     if like is None:                 # two constants: nothing to differentiate
         return Tensor(np.where(condition, a, b))
