@@ -225,3 +225,14 @@ def test_ops_that_use_only_their_output_allow_changes_to_their_input():
     y.detach().__iadd__(1.0)
     z.sum().backward()
     np.testing.assert_allclose(x.grad.data, 2 * x.data * np.exp(x.data * x.data))
+
+
+def test_edits_made_before_a_graph_was_built_do_not_affect_it():
+    w = leaf([1.0, 2.0])
+    optimizer = SGD([w], lr=0.1)
+    for _ in range(2):                       # an ordinary training loop: step, then a new graph
+        optimizer.zero_grad()
+        loss = (w * w).sum()
+        loss.backward()
+        optimizer.step()
+    np.testing.assert_allclose(w.data, np.array([1.0, 2.0]) * 0.8 ** 2)

@@ -379,6 +379,7 @@ class _InplaceLog:
     """
     edits = {}
     rebases = {}
+    last_edit = 0          # sequence number of the latest edit: older nodes need no check
 
 
 def _storage(array):
@@ -395,6 +396,7 @@ def note_inplace(tensor, operation, new_grad_fn=None):
     the nodes that used it before keep sending their gradient to its previous history.
     """
     _Sequence.last += 1
+    _InplaceLog.last_edit = _Sequence.last
     storage = _storage(tensor.data)
     if id(storage) not in _InplaceLog.edits:
         weakref.finalize(storage, _InplaceLog.edits.pop, id(storage), None)
@@ -598,7 +600,7 @@ def _run_backward(roots, root_grads, retain_graph, create_graph=False, inputs=No
         grad = pending.pop(node)
         if node.saved_tensors is None:
             raise RuntimeError(_FREED_GRAPH_MESSAGE)
-        if _InplaceLog.edits:
+        if _InplaceLog.last_edit > node.seq:          # something was edited after this node
             _check_unmodified(node)
         if node.hooks is not None:
             grad = _run_node_hooks(node, grad)
