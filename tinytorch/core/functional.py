@@ -445,27 +445,39 @@ class CrossEntropyBackward(Function):
 
     dL_n/dx_n = softmax(x_n) - one_hot(t_n)   (divided by N for 'mean').
     """
-    __slots__ = ("reduction", "target")
+    __slots__ = ("reduction", "target", "probs")
 
     def __init__(self, logits, targets, reduction="mean"):
         super().__init__(logits)
         self.target = _class_indices(targets, np.shape(_raw(logits)), "CrossEntropyBackward")
         self.reduction = reduction
+        self.probs = None
 
     def forward(self, logits, target, reduction="mean"):
         self.target, self.reduction = target, reduction
         shifted = logits - logits.max(axis=1, keepdims=True)
-        log_normaliser = np.log(np.exp(shifted).sum(axis=1))
-        return _reduce(log_normaliser - shifted[np.arange(len(target)), target], reduction)
+        exp = np.exp(shifted)
+        total = exp.sum(axis=1, keepdims=True)
+        self.probs = exp / total                     # softmax, kept for the gradient
+        return _reduce(np.log(total[:, 0]) - shifted[np.arange(len(target)), target], reduction)
 
     def gradient(self, grad, logits):
         n = len(self.target)
-        one_hot = np.zeros(_raw(logits).shape, dtype=_raw(logits).dtype)
-        one_hot[np.arange(n), self.target] = 1.0
+        rows = np.arange(n)
         scale = _scaled(grad, self.reduction, n)
         if self.reduction == "none":
             scale = scale.reshape((n, 1))
-        return ((_softmax_rows(logits) - _constant(one_hot, logits)) * scale,)
+        if isinstance(logits, Tensor) or self.probs is None:   # create_graph: differentiable
+            one_hot = np.zeros(_raw(logits).shape, dtype=_raw(logits).dtype)
+            one_hot[rows, self.target] = 1.0
+            return ((_softmax_rows(logits) - _constant(one_hot, logits)) * scale,)
+        probs_minus_one_hot = self.probs.copy()
+        probs_minus_one_hot[rows, self.target] -= 1.0
+        return (probs_minus_one_hot * scale,)
+
+    def release(self):
+        super().release()
+        self.probs = None
 
 
 def _class_indices(target, logits_shape, name):
