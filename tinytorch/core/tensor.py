@@ -12,7 +12,6 @@ Every operation below is one line that hands the work to an op class in ``ops.py
 op's forward computation and its gradient rule stand side by side.
 """
 
-import numbers
 import weakref
 
 import numpy as np
