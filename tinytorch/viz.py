@@ -28,6 +28,8 @@ import os
 import shutil
 import subprocess
 
+import numpy as np
+
 from tinytorch.core.autograd import _history_seen_by
 from tinytorch.core.tensor import Tensor
 
@@ -91,6 +93,8 @@ def _op_name(node):
 
 
 def _short(value, limit=24):
+    if isinstance(value, np.ndarray) and value.ndim == 0:     # a number operand, as ops keep it
+        value = value.item()
     text = repr(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."
 

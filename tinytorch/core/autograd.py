@@ -15,8 +15,9 @@ Tensor([7.], dtype=float32)
 """
 
 import functools
-import heapq
+from heapq import heappop, heappush
 import inspect
+import itertools
 import os
 import threading
 import traceback
@@ -253,7 +254,7 @@ class Function(metaclass=_FunctionType):
         self.needs_input_grad = tuple(isinstance(t, Tensor) and t.requires_grad for t in tensors)
         self.output_data = None
         self.hooks = None
-        _Sequence.last = self.seq = _Sequence.last + 1
+        self.seq = next(_sequence)
 
     def value_needed(self, i):
         """Whether the gradient rule reads the values of input ``i`` (for in-place checks)."""
@@ -278,10 +279,14 @@ class Function(metaclass=_FunctionType):
         if self.saved_tensors is None:
             raise RuntimeError(_FREED_GRAPH_MESSAGE)
         saved = self.saved_tensors
-        if len(saved) == 1 and isinstance(saved[0], Tensor):      # the common case, unrolled
+        if len(saved) == 1 and isinstance(saved[0], Tensor):      # the common cases, unrolled
             if self.saves_output:
                 return self.gradient(grad_output, saved[0].data, self.output_data)
             return self.gradient(grad_output, saved[0].data)
+        if len(saved) == 2 and not self.saves_output:
+            a, b = saved
+            return self.gradient(grad_output, a.data if isinstance(a, Tensor) else a,
+                                 b.data if isinstance(b, Tensor) else b)
         values = [t.data if isinstance(t, Tensor) else t for t in saved]
         if self.saves_output:
             values.append(self.output_data)
@@ -328,7 +333,7 @@ def _apply_custom_function(fn_cls, *inputs):
     node = _CustomFunctionBackward.__new__(_CustomFunctionBackward)
     node.saved_tensors, node.needs_input_grad = inputs, needs
     node.output_data, node.hooks = None, None
-    _Sequence.last = node.seq = _Sequence.last + 1
+    node.seq = next(_sequence)
     node.fn_cls, node.ctx = fn_cls, ctx
     if _AnomalyMode.enabled:
         node.trace = _user_stack()
@@ -359,13 +364,10 @@ class _CustomFunctionBackward(Function):
         return f"<{self.fn_cls.__name__}Backward>"
 
 
-class _Sequence:
-    """Numbers graph nodes and in-place edits in the order they happen.
-
-    Backward runs nodes in decreasing ``seq``; an in-place edit numbered after a node was
-    created changed values that node may have saved.
-    """
-    last = 0
+# Numbers graph nodes (``node.seq``) and in-place edits in the order they happen. Backward runs
+# nodes in decreasing ``seq``; an in-place edit numbered after a node was created changed values
+# that node may have saved.
+_sequence = itertools.count(1)
 
 
 class _InplaceLog:
@@ -395,18 +397,17 @@ def note_inplace(tensor, operation, new_grad_fn=None):
     With ``new_grad_fn`` (a recorded in-place op), ``tensor`` becomes that node's output, while
     the nodes that used it before keep sending their gradient to its previous history.
     """
-    _Sequence.last += 1
-    _InplaceLog.last_edit = _Sequence.last
+    number = _InplaceLog.last_edit = next(_sequence)
     storage = _storage(tensor.data)
     if id(storage) not in _InplaceLog.edits:
         weakref.finalize(storage, _InplaceLog.edits.pop, id(storage), None)
-    _InplaceLog.edits[id(storage)] = (_Sequence.last, operation)
+    _InplaceLog.edits[id(storage)] = (number, operation)
     if new_grad_fn is not None:
         if id(tensor) not in _InplaceLog.rebases:
             weakref.finalize(tensor, _InplaceLog.rebases.pop, id(tensor), None)
             _InplaceLog.rebases[id(tensor)] = []
         _InplaceLog.rebases[id(tensor)].append(
-            (_Sequence.last, tensor.grad_fn, tensor.requires_grad))
+            (number, tensor.grad_fn, tensor.requires_grad))
         old_node = tensor.grad_fn
         if old_node is not None and old_node.hooks:          # retain_grad() follows the tensor
             retained = [h for h in old_node.hooks if getattr(h, "tensor_ref", None)
@@ -475,15 +476,20 @@ def run_op(op, *inputs, **params):
     Under ``no_grad`` (or when no input requires grad) nothing is recorded.
     """
     node = op.__new__(op)
-    # Unrolled for one and two inputs: this runs for every op, so its overhead is the engine's.
-    if len(inputs) == 2:
+    # Unrolled for one and two inputs, calling forward without ``**{}`` when there are no params:
+    # this runs for every op, so its overhead is the engine's.
+    if len(inputs) == 1:
+        x = inputs[0]
+        out = node.forward(x.data, **params) if params else node.forward(x.data)
+        needs = (x.requires_grad,)
+    elif len(inputs) == 2:
         a, b = inputs
         a_is_tensor, b_is_tensor = isinstance(a, Tensor), isinstance(b, Tensor)
-        out = node.forward(a.data if a_is_tensor else a, b.data if b_is_tensor else b, **params)
+        a_value = a.data if a_is_tensor else a
+        b_value = b.data if b_is_tensor else b
+        out = (node.forward(a_value, b_value, **params) if params
+               else node.forward(a_value, b_value))
         needs = (a_is_tensor and a.requires_grad, b_is_tensor and b.requires_grad)
-    elif len(inputs) == 1:
-        out = node.forward(inputs[0].data, **params)
-        needs = (inputs[0].requires_grad,)
     else:
         out = node.forward(*[x.data if isinstance(x, Tensor) else x for x in inputs], **params)
         needs = tuple([isinstance(x, Tensor) and x.requires_grad for x in inputs])
@@ -492,7 +498,7 @@ def run_op(op, *inputs, **params):
     result = Tensor.__new__(Tensor)
     result.data = out
     result.grad = None
-    if _GradMode.enabled and True in needs:
+    if True in needs and _GradMode.enabled:
         if _AnomalyMode.enabled:
             node.trace = _user_stack()
             _note_nonfinite_output(node, inputs, out)
@@ -500,7 +506,7 @@ def run_op(op, *inputs, **params):
         node.needs_input_grad = needs
         node.output_data = out if op.saves_output else None
         node.hooks = None
-        _Sequence.last = node.seq = _Sequence.last + 1
+        node.seq = next(_sequence)
         result.grad_fn = node
         result.requires_grad = True
     else:
@@ -591,12 +597,13 @@ def _run_backward(roots, root_grads, retain_graph, create_graph=False, inputs=No
             pending[node] = pending[node] + grad
         else:
             pending[node] = grad
-            heapq.heappush(waiting, (-node.seq, node))
+            heappush(waiting, (-node.seq, node))
     seeds = {id(grad) for grad in root_grads}
     check_finite = _AnomalyMode.enabled
+    rebases = _InplaceLog.rebases
 
     while waiting:
-        node = heapq.heappop(waiting)[1]
+        node = heappop(waiting)[1]
         grad = pending.pop(node)
         if node.saved_tensors is None:
             raise RuntimeError(_FREED_GRAPH_MESSAGE)
@@ -621,7 +628,7 @@ def _run_backward(roots, root_grads, retain_graph, create_graph=False, inputs=No
                 g = g.astype(data.dtype)
                 reduced = True
             parent, requires_grad = t.grad_fn, t.requires_grad
-            if _InplaceLog.rebases:
+            if rebases:
                 parent, requires_grad = _history_seen_by(node, t)
             if parent is None:
                 key = t if inputs is None else id(t)
@@ -639,7 +646,7 @@ def _run_backward(roots, root_grads, retain_graph, create_graph=False, inputs=No
             earlier = pending.get(parent)
             if earlier is None:
                 pending[parent] = g
-                heapq.heappush(waiting, (-parent.seq, parent))
+                heappush(waiting, (-parent.seq, parent))
             else:
                 pending[parent] = earlier + g
         if not retain_graph:

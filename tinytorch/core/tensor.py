@@ -75,6 +75,36 @@ def _operand(value, like=None):
     return Tensor(value)
 
 
+_constants = {}       # (Python number, float dtype) -> the number as a read-only 0-d array
+
+
+def _arithmetic_operand(value, like):
+    """:func:`_operand` for ``+ - * /``: a Python number becomes a 0-d array of ``like``'s dtype.
+
+    NumPy gives the same result for ``x + 0.1`` and ``x + np.array(0.1, x.dtype)``, but takes
+    half the time for the second (on small arrays), in forward and again in the gradient
+    rules. The arrays are cached and read-only. Zeros (whose sign matters), NaN, numbers
+    that might overflow, and tensors that are not float32 or float64 keep the plain number.
+    """
+    if type(value) is Tensor:
+        return value
+    kind = type(value)
+    if kind is not float and kind is not int:
+        return _operand(value, like)
+    dtype = like.data.dtype
+    constant = _constants.get((value, dtype))
+    if constant is not None:
+        return constant
+    if dtype.type not in (np.float32, np.float64) or value == 0 or not -1e30 < value < 1e30:
+        return value
+    constant = np.array(value, dtype=dtype)
+    constant.flags.writeable = False
+    if len(_constants) >= 1024:
+        _constants.clear()
+    _constants[(value, dtype)] = constant
+    return constant
+
+
 class Tensor:
     """An n-dimensional array with automatic differentiation.
 
@@ -268,28 +298,28 @@ class Tensor:
 
     # ----- arithmetic ---------------------------------------------------------------------------
     def __add__(self, other):
-        return run_op(AddBackward, self, _operand(other, self))
+        return run_op(AddBackward, self, _arithmetic_operand(other, self))
 
     def __radd__(self, other):
-        return run_op(AddBackward, _operand(other, self), self)
+        return run_op(AddBackward, _arithmetic_operand(other, self), self)
 
     def __sub__(self, other):
-        return run_op(SubBackward, self, _operand(other, self))
+        return run_op(SubBackward, self, _arithmetic_operand(other, self))
 
     def __rsub__(self, other):
-        return run_op(SubBackward, _operand(other, self), self)
+        return run_op(SubBackward, _arithmetic_operand(other, self), self)
 
     def __mul__(self, other):
-        return run_op(MulBackward, self, _operand(other, self))
+        return run_op(MulBackward, self, _arithmetic_operand(other, self))
 
     def __rmul__(self, other):
-        return run_op(MulBackward, _operand(other, self), self)
+        return run_op(MulBackward, _arithmetic_operand(other, self), self)
 
     def __truediv__(self, other):
-        return run_op(DivBackward, self, _operand(other, self))
+        return run_op(DivBackward, self, _arithmetic_operand(other, self))
 
     def __rtruediv__(self, other):
-        return run_op(DivBackward, _operand(other, self), self)
+        return run_op(DivBackward, _arithmetic_operand(other, self), self)
 
     def __pow__(self, exponent):
         return run_op(PowBackward, self, _operand(exponent, self))
