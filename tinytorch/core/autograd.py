@@ -751,7 +751,7 @@ def _seed_gradient(tensor, gradient, create_graph=False):
                 f"backward() without a gradient argument only works on a tensor with one "
                 f"element, but this one has shape {tensor.shape}. Reduce it first (e.g. "
                 f"loss.sum() or loss.mean()) or pass gradient=<tensor of shape {tensor.shape}>.")
-        grad = np.ones_like(tensor.data)
+        grad = np.ones(tensor.data.shape, tensor.data.dtype)
         return Tensor._make(grad) if create_graph else grad
     if isinstance(gradient, Tensor) and create_graph:
         grad = gradient

@@ -64,7 +64,13 @@ def _where(condition, a, b):
 
 
 def _expand(v, shape):
-    return v.expand(shape) if isinstance(v, Tensor) else np.broadcast_to(v, shape)
+    """``v`` broadcast to ``shape``: an op on Tensors; on arrays a new array (much faster than
+    ``np.broadcast_to`` for small ones, and the gradient's consumer reads every element anyway)."""
+    if isinstance(v, Tensor):
+        return v.expand(shape)
+    out = np.empty(shape, v.dtype)
+    out[...] = v
+    return out
 
 
 def _swap_last_two(v):
@@ -473,8 +479,8 @@ class SumBackward(Function):
         self.axis = axis
 
     def forward(self, x, axis=None, keepdims=False):
-        self.axis = _normalise_axis(axis, np.ndim(x))
-        return np.sum(x, axis=self.axis, keepdims=keepdims)
+        self.axis = _normalise_axis(axis, x.ndim)
+        return x.sum(axis=self.axis, keepdims=keepdims)
 
     def gradient(self, grad, x):
         return (_expand_reduced(grad, x.shape, self.axis),)
@@ -486,8 +492,8 @@ class MeanBackward(Function):
     reads_inputs = False
 
     def forward(self, x, axis=None, keepdims=False):
-        self.axis = _normalise_axis(axis, np.ndim(x))
-        return np.mean(x, axis=self.axis, keepdims=keepdims)
+        self.axis = _normalise_axis(axis, x.ndim)
+        return x.mean(axis=self.axis, keepdims=keepdims)
 
     def gradient(self, grad, x):
         count = x.size // max(int(np.prod(_kept_shape(x.shape, self.axis))), 1)
@@ -500,10 +506,10 @@ class MaxBackward(Function):
     saves_output = True
 
     def forward(self, x, axis=None, keepdims=False):
-        self.axis = _normalise_axis(axis, np.ndim(x))
-        if np.size(x) == 0:
+        self.axis = _normalise_axis(axis, x.ndim)
+        if x.size == 0:
             raise ValueError("max() of an empty tensor")
-        return np.max(x, axis=self.axis, keepdims=keepdims)
+        return x.max(axis=self.axis, keepdims=keepdims)
 
     def gradient(self, grad, x, out):
         return (_extremum_gradient(grad, x, out, self.axis),)
@@ -515,10 +521,10 @@ class MinBackward(Function):
     saves_output = True
 
     def forward(self, x, axis=None, keepdims=False):
-        self.axis = _normalise_axis(axis, np.ndim(x))
-        if np.size(x) == 0:
+        self.axis = _normalise_axis(axis, x.ndim)
+        if x.size == 0:
             raise ValueError("min() of an empty tensor")
-        return np.min(x, axis=self.axis, keepdims=keepdims)
+        return x.min(axis=self.axis, keepdims=keepdims)
 
     def gradient(self, grad, x, out):
         return (_extremum_gradient(grad, x, out, self.axis),)
