@@ -469,6 +469,12 @@ _FREED_GRAPH_MESSAGE = (
     "call if you need to backward through the graph again.")
 
 
+# ``needs_input_grad`` tuples for one and two inputs, shared rather than built per op: fewer
+# new objects for Python's garbage collector to scan in big graphs.
+_YES, _NO = (True,), (False,)
+_BOTH, _FIRST, _SECOND, _NEITHER = (True, True), (True, False), (False, True), (False, False)
+
+
 def run_op(op, *inputs, **params):
     """Compute ``op`` on the inputs and, if any input needs a gradient, record a graph node.
 
@@ -481,7 +487,7 @@ def run_op(op, *inputs, **params):
     if len(inputs) == 1:
         x = inputs[0]
         out = node.forward(x.data, **params) if params else node.forward(x.data)
-        needs = (x.requires_grad,)
+        needs = _YES if x.requires_grad else _NO
     elif len(inputs) == 2:
         a, b = inputs
         a_is_tensor, b_is_tensor = isinstance(a, Tensor), isinstance(b, Tensor)
@@ -489,7 +495,10 @@ def run_op(op, *inputs, **params):
         b_value = b.data if b_is_tensor else b
         out = (node.forward(a_value, b_value, **params) if params
                else node.forward(a_value, b_value))
-        needs = (a_is_tensor and a.requires_grad, b_is_tensor and b.requires_grad)
+        if a_is_tensor and a.requires_grad:
+            needs = _BOTH if b_is_tensor and b.requires_grad else _FIRST
+        else:
+            needs = _SECOND if b_is_tensor and b.requires_grad else _NEITHER
     else:
         out = node.forward(*[x.data if isinstance(x, Tensor) else x for x in inputs], **params)
         needs = tuple([isinstance(x, Tensor) and x.requires_grad for x in inputs])
@@ -529,12 +538,11 @@ def unbroadcast(grad, shape):
     >>> unbroadcast(np.ones((4, 3)), (4, 1))    # -> 4x1 array of 3.
     """
     extra = grad.ndim - len(shape)
-    axes = tuple(range(extra)) + tuple(
-        extra + i for i, n in enumerate(shape) if n == 1 and grad.shape[extra + i] != 1)
-    if axes:
-        grad = grad.sum(axis=axes, keepdims=True)
     if extra:
-        grad = grad.reshape(shape)
+        grad = grad.sum(axis=0 if extra == 1 else tuple(range(extra)))
+    stretched = tuple([i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1])
+    if stretched:
+        grad = grad.sum(axis=stretched, keepdims=True)
     return grad
 
 

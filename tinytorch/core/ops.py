@@ -224,23 +224,12 @@ class MatmulBackward(Function):
         return self.needs_input_grad[1 - i]     # a's values enter only b's gradient, and back
 
     def forward(self, a, b):
-        a_shape, b_shape = np.shape(a), np.shape(b)
-        if len(a_shape) == 0 or len(b_shape) == 0:
-            raise ValueError(f"matmul: both operands need at least 1 dimension, got shapes "
-                             f"{a_shape} and {b_shape} (use * for scalars)")
-        inner_a = a_shape[-1]
-        inner_b = b_shape[-2] if len(b_shape) > 1 else b_shape[0]
-        if inner_a != inner_b:
-            raise ValueError(f"matmul: shapes {a_shape} and {b_shape} are not aligned: "
-                             f"{inner_a} (last dim of the first) != {inner_b} "
-                             f"({'second-to-last' if len(b_shape) > 1 else 'only'} dim of the second)")
         try:
-            if len(a_shape) > 2 and len(b_shape) == 2:
+            if a.ndim > 2 and b.ndim == 2:
                 return _stacked_times_matrix(a, b)
             return np.matmul(a, b)
-        except ValueError:
-            raise ValueError(f"matmul: batch dimensions of shapes {a_shape} and {b_shape} "
-                             f"do not broadcast") from None
+        except (ValueError, AttributeError):            # AttributeError: a Python number
+            raise ValueError(_matmul_mismatch(np.shape(a), np.shape(b))) from None
 
     def gradient(self, grad, a, b):
         need_a, need_b = self.needs_input_grad
@@ -262,6 +251,20 @@ class MatmulBackward(Function):
                     _swap_last_two(flat_a) @ grad.reshape(-1, grad.shape[-1]) if need_b else None)
         return (grad @ _swap_last_two(b) if need_a else None,
                 _swap_last_two(a) @ grad if need_b else None)
+
+
+def _matmul_mismatch(a_shape, b_shape):
+    """Say why shapes ``a_shape`` @ ``b_shape`` cannot be multiplied."""
+    if len(a_shape) == 0 or len(b_shape) == 0:
+        return (f"matmul: both operands need at least 1 dimension, got shapes {a_shape} and "
+                f"{b_shape} (use * for scalars)")
+    inner_a = a_shape[-1]
+    inner_b = b_shape[-2] if len(b_shape) > 1 else b_shape[0]
+    if inner_a != inner_b:
+        return (f"matmul: shapes {a_shape} and {b_shape} are not aligned: {inner_a} (last dim of "
+                f"the first) != {inner_b} "
+                f"({'second-to-last' if len(b_shape) > 1 else 'only'} dim of the second)")
+    return f"matmul: batch dimensions of shapes {a_shape} and {b_shape} do not broadcast"
 
 
 def _stacked_times_matrix(a, b):
