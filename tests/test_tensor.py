@@ -1,7 +1,10 @@
 """The Tensor's non-differentiable surface: creation, conversion, comparison, assignment, errors."""
 
+import hypothesis.extra.numpy as hnp
+import hypothesis.strategies as st
 import numpy as np
 import pytest
+from hypothesis import given, settings
 
 import tinytorch as tt
 from tinytorch import Tensor
@@ -206,3 +209,66 @@ def test_numpy_reductions_call_the_tensor_methods():
     assert np.mean(t, axis=0).tolist() == [2.0, 3.0]
     assert np.max(t).item() == 4.0 and np.min(t).item() == 1.0
     assert np.sum(t, dtype=np.float64).dtype == np.float64
+
+
+# ----- Python-number operands -------------------------------------------------------------------
+# Ops keep a number operand of a float32/float64 tensor as a cached 0-d array of the tensor's
+# dtype (faster in NumPy); results must equal NumPy's with the plain Python number.
+
+_OPS = {
+    "add": lambda a, b: a + b, "radd": lambda a, b: b + a,
+    "sub": lambda a, b: a - b, "rsub": lambda a, b: b - a,
+    "mul": lambda a, b: a * b, "rmul": lambda a, b: b * a,
+    "div": lambda a, b: a / b, "rdiv": lambda a, b: b / a,
+}
+
+
+@settings(max_examples=60, deadline=None)
+@given(values=hnp.arrays(st.sampled_from([np.float32, np.float64]), hnp.array_shapes(max_dims=3),
+                         elements=st.floats(-1e3, 1e3, width=32).filter(lambda v: abs(v) > 1e-3)),
+       number=st.one_of(st.floats(-1e6, 1e6, allow_nan=False).filter(lambda v: v != 0),
+                        st.integers(-1000, 1000).filter(lambda v: v != 0)),
+       op=st.sampled_from(sorted(_OPS)))
+def test_number_operands_give_numpys_result_and_dtype(values, number, op):
+    result = _OPS[op](Tensor(values, dtype=values.dtype), number)
+    expected = _OPS[op](values, number)
+    assert result.dtype == values.dtype
+    np.testing.assert_array_equal(result.data, expected)
+
+
+def test_number_operand_keeps_the_sign_of_zero_and_nan():
+    x = Tensor([2.0, -3.0])
+    assert np.all(np.signbit((x * 0.0).data) == [False, True])
+    assert np.all(np.signbit((x * -0.0).data) == [True, False])
+    assert np.all(np.signbit((x * 0.0).data) == [False, True])
+    assert np.all(np.isnan((x + float("nan")).data))
+
+
+def test_number_operands_of_integer_tensors_follow_numpy():
+    x = Tensor([1, 2, 3], dtype=np.int64)
+    assert (x * 1.0).dtype == np.float64
+    assert (x * 1).dtype == np.int64 and (x + 2).dtype == np.int64
+    assert (x * 1.5).data.tolist() == [1.5, 3.0, 4.5]
+
+
+def test_huge_number_operand_overflows_as_in_numpy():
+    x = Tensor([1.0, 2.0])
+    with np.errstate(over="ignore"):
+        np.testing.assert_array_equal((x * 1e300).data, np.array([1.0, 2.0], np.float32) * 1e300)
+    assert (Tensor([1.0], dtype=np.float64) * 1e300).item() == 1e300
+
+
+def test_number_operand_gradient_and_saved_value():
+    x = Tensor([1.0, 2.0], requires_grad=True)
+    y = x * 0.1
+    assert float(y.grad_fn.saved_tensors[1]) == np.float32(0.1)
+    (y * 3 - 1.5).sum().backward()
+    np.testing.assert_array_equal(x.grad.data, np.full(2, np.float32(0.1) * np.float32(3)))
+    assert x.grad.dtype == np.float32
+
+
+def test_matmul_with_a_number_says_to_use_mul():
+    with pytest.raises(ValueError, match=r"at least 1 dimension.*use \*"):
+        tt.ones(2, 2) @ 2.0
+    with pytest.raises(ValueError, match="do not broadcast"):
+        tt.ones(2, 3, 4) @ tt.ones(5, 4, 2)
