@@ -540,6 +540,8 @@ def unbroadcast(grad, shape):
     extra = grad.ndim - len(shape)
     if extra:
         grad = grad.sum(axis=0 if extra == 1 else tuple(range(extra)))
+        if isinstance(grad, np.generic):          # summed to a NumPy scalar: keep an array
+            grad = np.asarray(grad)
     stretched = tuple([i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1])
     if stretched:
         grad = grad.sum(axis=stretched, keepdims=True)
@@ -627,14 +629,11 @@ def _run_backward(roots, root_grads, retain_graph, create_graph=False, inputs=No
         for t, g in zip(node.saved_tensors, input_grads):
             if g is None or not isinstance(t, Tensor):
                 continue
-            reduced = False
             data = t.data
             if g.shape != data.shape:
                 g = unbroadcast(g, data.shape)
-                reduced = True
             if g.dtype is not data.dtype and g.dtype != data.dtype:
                 g = g.astype(data.dtype)
-                reduced = True
             parent, requires_grad = t.grad_fn, t.requires_grad
             if rebases:
                 parent, requires_grad = _history_seen_by(node, t)
@@ -646,9 +645,9 @@ def _run_backward(roots, root_grads, retain_graph, create_graph=False, inputs=No
                     earlier = hooked.get(id(t))
                     hooked[id(t)] = (t, key, g if earlier is None else earlier[2] + g)
                     continue
-                # The leaf must own its gradient: copy one that may be shared.
-                borrowed = not reduced and (g is grad or id(g) in seeds
-                                            or getattr(g, "base", None) is not None)
+                # The leaf must own its gradient: copy one that may be shared (reductions above
+                # made new arrays).
+                borrowed = g is grad or id(g) in seeds or getattr(g, "base", None) is not None
                 _accumulate(sinks, key, g, borrowed)
                 continue
             earlier = pending.get(parent)
