@@ -43,7 +43,7 @@ JSON_MARKER = "BENCH_JSON:"
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description="Benchmark tinytorch against a NumPy floor and PyTorch.")
     parser.add_argument("--repeats", type=int, default=None,
-                        help="timed rounds per workload (default: 20, or 5 with --quick, "
+                        help="timed rounds per workload (default: 24, or 6 with --quick, "
                              "fewer when a workload's time budget runs out)")
     parser.add_argument("--quick", action="store_true", help="fewer rounds and a smaller time budget")
     parser.add_argument("--threads", choices=("1", "default", "both"), default="both",
@@ -716,9 +716,9 @@ def measure(steps, repeats, budget_s, warmup):
     """Median seconds per call of each step function.
 
     Each is warmed up, then the calls per sample are chosen so a sample lasts at least ~2 ms,
-    and the libraries take turns, one sample each per round, in an order that rotates from
-    round to round. ``repeats`` rounds, or fewer
-    (at least 3) when ``budget_s`` is given and would be exceeded.
+    and the libraries take turns, one sample each per round, in the order of
+    :func:`_balanced_order`. ``repeats`` rounds, or fewer (at least 3, else a multiple of
+    2 x the number of libraries) when ``budget_s`` is given and would be exceeded.
     """
     inner, estimate = {}, {}
     for lib, step in steps.items():
@@ -732,18 +732,33 @@ def measure(steps, repeats, budget_s, warmup):
     rounds = repeats
     if budget_s is not None:
         rounds = max(3, min(repeats, int(budget_s / sum(estimate.values()))))
+        if rounds >= 2 * len(steps):
+            rounds -= rounds % (2 * len(steps))
     samples = {lib: [] for lib in steps}
-    order = list(steps)
-    for r in range(rounds):
-        # Rotate who goes first: a library timed right after PyTorch shares the cores with
-        # PyTorch's OpenMP threads while they spin down, so no library may always follow it.
-        for lib in order[r % len(order):] + order[:r % len(order)]:
-            step, n = steps[lib], inner[lib]
-            start = time.perf_counter()
-            for _ in range(n):
-                step()
-            samples[lib].append((time.perf_counter() - start) / n)
+    for lib in _balanced_order(list(steps), rounds):
+        step, n = steps[lib], inner[lib]
+        start = time.perf_counter()
+        for _ in range(n):
+            step()
+        samples[lib].append((time.perf_counter() - start) / n)
     return {lib: statistics.median(s) for lib, s in samples.items()}, rounds
+
+
+def _balanced_order(libs, rounds):
+    """The order of the samples: ``rounds`` turns of each library, in which each library follows
+    each other one equally often (exactly so when ``rounds`` is a multiple of 2 * len(libs)).
+
+    A library timed right after PyTorch shares the cores with PyTorch's OpenMP threads while
+    they spin down (and one timed after NumPy with OpenBLAS's), so none may follow it more
+    often than another. Rotating one order is not enough (its cycle a, b, c, a, b, c... makes
+    ``a`` always follow ``c``); rotations of the reversed order make up for it.
+    """
+    order = []
+    for r in range(rounds):
+        base = libs if (r // len(libs)) % 2 == 0 else libs[::-1]
+        k = r % len(libs)
+        order += base[k:] + base[:k]
+    return order
 
 
 def run_workload(name, spec, args):
@@ -772,7 +787,7 @@ def run_workload(name, spec, args):
         row["error"] = f"gradient check failed: {error}"
         print(f"  {name}: ABORTED, {row['error']}", file=sys.stderr)
         return row
-    repeats = args.repeats or (5 if args.quick else 20)
+    repeats = args.repeats or (6 if args.quick else 24)
     budget = None if args.repeats else (1.0 if args.quick else 6.0)
     try:
         row["times"], row["rounds"] = measure(steps, repeats, budget, warmup=1 if args.quick else 2)
