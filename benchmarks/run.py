@@ -16,8 +16,9 @@ Every workload is written three times, one function per library:
 
 Before timing, each workload checks that tinytorch's gradients equal the floor's and torch's;
 a workload whose gradients differ is aborted with a message, not timed. Timing: warm-up calls,
-then rounds that run the three libraries one after another (so a burst of load from elsewhere
-hits them alike), reporting the median per call.
+then blocks of samples, the libraries taking turns block by block (so a burst of load from
+elsewhere hits them alike), with an idle pause before each block so that the previous
+library's worker threads have stopped spinning; the median per call is reported.
 
 BLAS reads its thread count when NumPy is imported, so ``--threads both`` (the default) runs the
 1-thread pass in a child process started with OMP/OPENBLAS/MKL_NUM_THREADS=1, then the default
@@ -43,9 +44,9 @@ JSON_MARKER = "BENCH_JSON:"
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description="Benchmark tinytorch against a NumPy floor and PyTorch.")
     parser.add_argument("--repeats", type=int, default=None,
-                        help="timed rounds per workload (default: 24, or 6 with --quick, "
+                        help="timed samples per library and workload (default: 24, or 6 with --quick, "
                              "fewer when a workload's time budget runs out)")
-    parser.add_argument("--quick", action="store_true", help="fewer rounds and a smaller time budget")
+    parser.add_argument("--quick", action="store_true", help="fewer samples and a smaller time budget")
     parser.add_argument("--threads", choices=("1", "default", "both"), default="both",
                         help="thread setting(s) to run (default: both)")
     parser.add_argument("--only", default=None,
@@ -79,6 +80,8 @@ LR = 0.01
 LN_EPS = 1e-5
 GELU_C = math.sqrt(2.0 / math.pi)
 LIBS = ("tinytorch", "floor", "torch")
+BLOCKS = 4            # blocks of samples per library and workload
+SETTLE_S = 0.25        # idle seconds before each block (see measure)
 
 
 # =============================================================================================
@@ -713,15 +716,20 @@ def check_gradients(name, results, extra_check=None):
 
 
 def measure(steps, repeats, budget_s, warmup):
-    """Median seconds per call of each step function.
+    """Median seconds per call of each step function, and the number of samples per library.
 
-    Each is warmed up, then the calls per sample are chosen so a sample lasts at least ~2 ms,
-    and the libraries take turns, one sample each per round, in the order of
-    :func:`_balanced_order`. ``repeats`` rounds, or fewer (at least 3, else a multiple of
-    2 x the number of libraries) when ``budget_s`` is given and would be exceeded.
+    Each is warmed up, then the calls per sample are chosen so a sample lasts at least ~2 ms.
+    The samples are taken in ``BLOCKS`` blocks per library, the libraries taking turns in the
+    order of :func:`_balanced_order` (so a burst of load from elsewhere hits all alike). Before
+    each block the process sleeps ``SETTLE_S`` and makes one untimed call: the worker threads
+    of the library timed before (PyTorch's OpenMP, NumPy's OpenBLAS) spin for a while after
+    their last call, and with two libraries' pools spinning on two cores, whichever runs
+    next is slowed, by up to 3x here. ``repeats`` samples, or fewer (at least 3) when
+    ``budget_s`` is given and would be exceeded.
     """
     inner, estimate = {}, {}
     for lib, step in steps.items():
+        time.sleep(SETTLE_S)
         for _ in range(max(warmup - 1, 0)):
             step()
         start = time.perf_counter()
@@ -732,26 +740,29 @@ def measure(steps, repeats, budget_s, warmup):
     rounds = repeats
     if budget_s is not None:
         rounds = max(3, min(repeats, int(budget_s / sum(estimate.values()))))
-        if rounds >= 2 * len(steps):
-            rounds -= rounds % (2 * len(steps))
+    blocks = min(BLOCKS, rounds)
+    per_block = math.ceil(rounds / blocks)
     samples = {lib: [] for lib in steps}
-    for lib in _balanced_order(list(steps), rounds):
+    for lib in _balanced_order(list(steps), blocks):
         step, n = steps[lib], inner[lib]
-        start = time.perf_counter()
-        for _ in range(n):
-            step()
-        samples[lib].append((time.perf_counter() - start) / n)
-    return {lib: statistics.median(s) for lib, s in samples.items()}, rounds
+        time.sleep(SETTLE_S)
+        step()
+        for _ in range(per_block):
+            start = time.perf_counter()
+            for _ in range(n):
+                step()
+            samples[lib].append((time.perf_counter() - start) / n)
+    return {lib: statistics.median(s) for lib, s in samples.items()}, blocks * per_block
 
 
 def _balanced_order(libs, rounds):
-    """The order of the samples: ``rounds`` turns of each library, in which each library follows
-    each other one equally often (exactly so when ``rounds`` is a multiple of 2 * len(libs)).
+    """``rounds`` turns of each library, in which each library follows each other one equally
+    often (exactly so when ``rounds`` is a multiple of 2 * len(libs)).
 
-    A library timed right after PyTorch shares the cores with PyTorch's OpenMP threads while
-    they spin down (and one timed after NumPy with OpenBLAS's), so none may follow it more
-    often than another. Rotating one order is not enough (its cycle a, b, c, a, b, c... makes
-    ``a`` always follow ``c``); rotations of the reversed order make up for it.
+    Whatever the previous library leaves behind (warm or evicted caches, threads that have not
+    yet gone idle) then falls on each library alike. Rotating one order is not enough (its
+    cycle a, b, c, a, b, c... makes ``a`` always follow ``c``); rotations of the reversed
+    order make up for it.
     """
     order = []
     for r in range(rounds):
@@ -972,7 +983,7 @@ def render_report(env, passes):
                  "floor = hand-written NumPy forward/backward")
     lines.append("")
     header = ["Workload", "Threads", "tinytorch", "NumPy floor", "PyTorch", "ours / torch",
-              "ours / floor", "µs per op (tt / floor / torch)", "rounds", "max grad err"]
+              "ours / floor", "µs per op (tt / floor / torch)", "samples", "max grad err"]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join("---" for _ in header) + "|")
     rows = sorted(((row, p["threads"]) for p in passes for row in p["rows"]),
