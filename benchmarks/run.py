@@ -737,11 +737,11 @@ def measure(steps, repeats, budget_s, warmup):
         once = max(time.perf_counter() - start, 1e-7)
         inner[lib] = max(1, math.ceil(0.002 / once))
         estimate[lib] = once * inner[lib]
-    rounds = repeats
+    n_samples = repeats
     if budget_s is not None:
-        rounds = max(3, min(repeats, int(budget_s / sum(estimate.values()))))
-    blocks = min(BLOCKS, rounds)
-    per_block = math.ceil(rounds / blocks)
+        n_samples = max(3, min(repeats, int(budget_s / sum(estimate.values()))))
+    blocks = min(BLOCKS, n_samples)
+    per_block = math.ceil(n_samples / blocks)
     samples = {lib: [] for lib in steps}
     for lib in _balanced_order(list(steps), blocks):
         step, n = steps[lib], inner[lib]
@@ -801,7 +801,7 @@ def run_workload(name, spec, args):
     repeats = args.repeats or (6 if args.quick else 24)
     budget = None if args.repeats else (1.0 if args.quick else 6.0)
     try:
-        row["times"], row["rounds"] = measure(steps, repeats, budget, warmup=1 if args.quick else 2)
+        row["times"], row["samples"] = measure(steps, repeats, budget, warmup=1 if args.quick else 2)
     except Exception as error:
         row["error"] = f"timing raised {type(error).__name__}: {error}"
         print(f"  {name}: ABORTED, {row['error']}\n" + traceback.format_exc(), file=sys.stderr)
@@ -1001,7 +1001,7 @@ def render_report(env, passes):
             label, threads, _fmt_time(ours), _fmt_time(t.get("floor")), _fmt_time(t.get("torch")),
             _fmt_ratio(ours, t.get("torch"), row["target_torch"]),
             _fmt_ratio(ours, t.get("floor"), row["target_floor"]),
-            _fmt_per_op(row), str(row.get("rounds", "")), errs]) + " |")
+            _fmt_per_op(row), str(row.get("samples", "")), errs]) + " |")
     lines.append("")
     lines += [p["failed"] for p in passes if p.get("failed")]
     if env["torch"] is None:
