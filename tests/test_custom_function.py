@@ -96,3 +96,63 @@ def test_apply_on_a_non_ctx_class_explains_run_op():
 def test_forward_gradient_style_function_passes_gradcheck():
     x = f64([-3.0, 0.0, 4.0])
     assert gradcheck(lambda t: run_op(Softplus, t), [x])
+
+
+# ----- gradients a user's rule hands back may be shared: the leaves must not adopt them ------
+
+class SameGradientTwice(Function):
+    """y = 2 x a, with a backward that returns one tensor for both inputs (valid, if lazy)."""
+
+    @staticmethod
+    def forward(ctx, x, a):
+        return x * a * 2.0
+
+    @staticmethod
+    def backward(ctx, grad):
+        shared = grad * 2.0
+        return shared, shared
+
+
+def test_one_tensor_returned_for_two_inputs_is_not_corrupted_by_leaf_accumulation():
+    torch = pytest.importorskip("torch")
+
+    class TorchSameGradientTwice(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, a):
+            return x * a * 2.0
+
+        @staticmethod
+        def backward(ctx, grad):
+            shared = grad * 2.0
+            return shared, shared
+
+    def run(apply, x):
+        a = x * 1.0                    # a node whose gradient waits while x gets another one
+        w = x * 3.0
+        (apply(x, a).sum() + w.sum()).backward()
+        return x.grad
+
+    ours = run(SameGradientTwice.apply, f64([1.0, 2.0]))
+    theirs = run(TorchSameGradientTwice.apply,
+                 torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True))
+    np.testing.assert_allclose(ours.data, theirs.numpy())
+    np.testing.assert_allclose(ours.data, [7.0, 7.0])      # 2 (to x) + 2 (via a) + 3 (via w)
+
+
+class ReturnsItsSavedInput(Function):
+    """Our style, with a rule that returns an array it keeps: y = x^2 / 2, dy/dx = x (grad 1)."""
+
+    def forward(self, x):
+        return x * x / 2
+
+    def gradient(self, grad, x):
+        return (x,)                    # correct only for grad == 1, as used below
+
+
+def test_leaf_gradient_never_aliases_an_array_a_users_rule_returned():
+    x = f64([1.0, 2.0])
+    for _ in range(2):
+        run_op(ReturnsItsSavedInput, x).sum().backward()
+    np.testing.assert_array_equal(x.data, [1.0, 2.0])
+    np.testing.assert_array_equal(x.grad.data, [2.0, 4.0])
+    assert not np.shares_memory(x.grad.data, x.data)

@@ -127,3 +127,12 @@ def test_anomaly_mode_leaves_a_healthy_backward_alone():
         loss = (layer_norm(x, 4) * x.tanh()).sum()      # layer_norm has None inputs (no weight)
         loss.backward()
     assert np.all(np.isfinite(x.grad.data))
+
+
+def test_create_graph_gives_each_leaf_its_own_gradient_tensor():
+    a, b = f64([1.0, 2.0]), f64([3.0, 4.0])
+    (a + b).sum().backward(create_graph=True)      # both leaves receive the same gradient
+    assert a.grad is not b.grad
+    (a * 1.0).sum().backward()                     # accumulates into a.grad only
+    np.testing.assert_array_equal(a.grad.data, [2.0, 2.0])
+    np.testing.assert_array_equal(b.grad.data, [1.0, 1.0])

@@ -248,6 +248,18 @@ class Function(metaclass=_FunctionType):
     saves_output = False
     reads_inputs = True         # False where the rule needs only shapes: in-place edits are safe
     returns_view = False        # True where the output shares memory with an input
+    fresh_gradients = False     # see __init_subclass__
+
+    def __init_subclass__(cls, **kwargs):
+        """Mark tinytorch's own ops: their rules return new arrays, ``grad`` itself or views.
+
+        Then a leaf may keep such an array as its ``.grad`` (and add into it later) without a
+        copy. A user-defined rule may return an array it also keeps or returns twice, so the
+        engine copies those unless the class sets ``fresh_gradients = True`` itself.
+        """
+        super().__init_subclass__(**kwargs)
+        if "fresh_gradients" not in cls.__dict__:
+            cls.fresh_gradients = cls.__module__.startswith("tinytorch.")
 
     def __init__(self, *tensors):
         self.saved_tensors = tensors
@@ -344,6 +356,7 @@ class _CustomFunctionBackward(Function):
     """The graph node of a PyTorch-style custom op: its gradient is ``fn_cls.backward``."""
 
     __slots__ = ("fn_cls", "ctx")
+    fresh_gradients = False     # the user's backward may return tensors it also keeps
 
     def gradient(self, grad, *values):
         differentiable = isinstance(grad, Tensor)          # create_graph: stay on Tensors
@@ -549,11 +562,15 @@ def unbroadcast(grad, shape):
 
 
 def _accumulate(sinks, key, grad, borrowed):
-    """Add ``grad`` into ``sinks[key]``, a Tensor that owns its array (never an alias)."""
+    """Add ``grad`` into ``sinks[key]``, a Tensor that owns its array (never an alias).
+
+    A first gradient that is a Tensor (``create_graph``) is cloned, as in PyTorch: it may be
+    the very Tensor another leaf or node receives.
+    """
     total = sinks[key]
     if total is None:
         if isinstance(grad, Tensor):
-            sinks[key] = grad
+            sinks[key] = grad.clone()
         else:
             sinks[key] = Tensor._make(grad.copy() if borrowed else np.asarray(grad))
     elif isinstance(grad, Tensor) or total.grad_fn is not None:
@@ -645,9 +662,11 @@ def _run_backward(roots, root_grads, retain_graph, create_graph=False, inputs=No
                     earlier = hooked.get(id(t))
                     hooked[id(t)] = (t, key, g if earlier is None else earlier[2] + g)
                     continue
-                # The leaf must own its gradient: copy one that may be shared (reductions above
-                # made new arrays).
-                borrowed = g is grad or id(g) in seeds or getattr(g, "base", None) is not None
+                # The leaf keeps (and later adds into) this array unless something else may
+                # hold it: the incoming gradient passed through, a caller's seed, a view, or
+                # whatever a user-defined rule returned. Then it gets a copy.
+                borrowed = (g is grad or id(g) in seeds or not node.fresh_gradients
+                            or getattr(g, "base", None) is not None)
                 _accumulate(sinks, key, g, borrowed)
                 continue
             earlier = pending.get(parent)
