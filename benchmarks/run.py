@@ -743,16 +743,34 @@ def measure(steps, repeats, budget_s, warmup):
     blocks = min(BLOCKS, n_samples)
     per_block = math.ceil(n_samples / blocks)
     samples = {lib: [] for lib in steps}
+    faults = dict.fromkeys(steps, 0)
     for lib in _balanced_order(list(steps), blocks):
         step, n = steps[lib], inner[lib]
         time.sleep(SETTLE_S)
         step()
+        faults_before = _minor_page_faults()
         for _ in range(per_block):
             start = time.perf_counter()
             for _ in range(n):
                 step()
             samples[lib].append((time.perf_counter() - start) / n)
-    return {lib: statistics.median(s) for lib, s in samples.items()}, blocks * per_block
+        faults[lib] += _minor_page_faults() - faults_before
+    medians = {lib: statistics.median(s) for lib, s in samples.items()}
+    faults_per_call = {lib: faults[lib] / (blocks * per_block * inner[lib]) for lib in steps}
+    return medians, blocks * per_block, faults_per_call
+
+
+def _minor_page_faults():
+    """Minor page faults of this process so far (0 where ``resource`` is missing: Windows).
+
+    Each is a page of memory the C allocator took from the OS and touched for the first time;
+    a step that keeps taking fresh pages pays ~1 µs a page.
+    """
+    try:
+        import resource
+    except ImportError:
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def _balanced_order(libs, rounds):
@@ -801,7 +819,7 @@ def run_workload(name, spec, args):
     repeats = args.repeats or (6 if args.quick else 24)
     budget = None if args.repeats else (1.0 if args.quick else 6.0)
     try:
-        row["times"], row["samples"] = measure(steps, repeats, budget, warmup=1 if args.quick else 2)
+        row["times"], row["samples"], row["page_faults"] = measure(steps, repeats, budget, warmup=1 if args.quick else 2)
     except Exception as error:
         row["error"] = f"timing raised {type(error).__name__}: {error}"
         print(f"  {name}: ABORTED, {row['error']}\n" + traceback.format_exc(), file=sys.stderr)
@@ -964,6 +982,11 @@ def _fmt_per_op(row):
                       for lib in LIBS)
 
 
+def _fmt_faults(row):
+    faults = row.get("page_faults") or {}
+    return " / ".join(f"{faults[lib]:.0f}" if lib in faults else "n/a" for lib in LIBS)
+
+
 def render_report(env, passes):
     lines = ["# tinytorch benchmarks", ""]
     lines.append(f"- Machine: {env['cpu']}, {env['cores']} cores ({env['usable_cores']} usable)")
@@ -983,7 +1006,8 @@ def render_report(env, passes):
                  "floor = hand-written NumPy forward/backward")
     lines.append("")
     header = ["Workload", "Threads", "tinytorch", "NumPy floor", "PyTorch", "ours / torch",
-              "ours / floor", "µs per op (tt / floor / torch)", "samples", "max grad err"]
+              "ours / floor", "µs per op (tt / floor / torch)", "page faults per call (tt / floor / torch)",
+              "samples", "max grad err"]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join("---" for _ in header) + "|")
     rows = sorted(((row, p["threads"]) for p in passes for row in p["rows"]),
@@ -1001,7 +1025,7 @@ def render_report(env, passes):
             label, threads, _fmt_time(ours), _fmt_time(t.get("floor")), _fmt_time(t.get("torch")),
             _fmt_ratio(ours, t.get("torch"), row["target_torch"]),
             _fmt_ratio(ours, t.get("floor"), row["target_floor"]),
-            _fmt_per_op(row), str(row.get("samples", "")), errs]) + " |")
+            _fmt_per_op(row), _fmt_faults(row), str(row.get("samples", "")), errs]) + " |")
     lines.append("")
     lines += [p["failed"] for p in passes if p.get("failed")]
     if env["torch"] is None:
