@@ -155,6 +155,17 @@ def test_leaf_grads_never_alias_each_other_or_the_seed():
     np.testing.assert_allclose(seed, [1.0, 1.0])
 
 
+@pytest.mark.parametrize("shape", [(3, 4), (100, 50)])     # small and large reductions
+def test_reduction_gradients_accumulate_into_a_leaf_of_its_own(shape):
+    a, b = f64(np.ones(shape)), f64(np.ones(shape))
+    for _ in range(2):
+        (a + b).sum().backward()
+        a.mean(axis=0).sum().backward()
+    np.testing.assert_allclose(a.grad.data, np.full(shape, 2 + 2 / shape[0]))
+    np.testing.assert_allclose(b.grad.data, np.full(shape, 2.0))
+    assert not np.shares_memory(a.grad.data, b.grad.data)
+
+
 def test_second_backward_without_retain_graph_raises_clear_error():
     x = f64([1.0, 2.0])
     y = (x * x).sum()
