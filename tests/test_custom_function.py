@@ -100,31 +100,25 @@ def test_forward_gradient_style_function_passes_gradcheck():
 
 # ----- gradients a user's rule hands back may be shared: the leaves must not adopt them ------
 
+def _double_product(ctx, x, a):
+    return x * a * 2.0
+
+
+def _one_gradient_for_both(ctx, grad):
+    shared = grad * 2.0
+    return shared, shared
+
+
 class SameGradientTwice(Function):
     """y = 2 x a, with a backward that returns one tensor for both inputs (valid, if lazy)."""
-
-    @staticmethod
-    def forward(ctx, x, a):
-        return x * a * 2.0
-
-    @staticmethod
-    def backward(ctx, grad):
-        shared = grad * 2.0
-        return shared, shared
+    forward = staticmethod(_double_product)
+    backward = staticmethod(_one_gradient_for_both)
 
 
 def test_one_tensor_returned_for_two_inputs_is_not_corrupted_by_leaf_accumulation():
     torch = pytest.importorskip("torch")
-
-    class TorchSameGradientTwice(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x, a):
-            return x * a * 2.0
-
-        @staticmethod
-        def backward(ctx, grad):
-            shared = grad * 2.0
-            return shared, shared
+    TorchSameGradientTwice = type("TorchSameGradientTwice", (torch.autograd.Function,), {
+        "forward": staticmethod(_double_product), "backward": staticmethod(_one_gradient_for_both)})
 
     def run(apply, x):
         a = x * 1.0                    # a node whose gradient waits while x gets another one
