@@ -42,9 +42,9 @@ def random_array(shape, seed=0, domain="any"):
     return np.array(values, dtype=np.float64)
 
 
-def leaf(array, dtype=np.float64):
-    """A leaf Tensor that requires grad, holding a copy of ``array`` in ``dtype``."""
-    return tt.Tensor(np.array(array, dtype=dtype), dtype=dtype, requires_grad=True)
+def leaf(array, dtype=np.float64, requires_grad=True):
+    """A leaf Tensor (requiring grad by default) holding a copy of ``array`` in ``dtype``."""
+    return tt.Tensor(np.array(array, dtype=dtype), dtype=dtype, requires_grad=requires_grad)
 
 
 def leaves(*arrays):
@@ -168,6 +168,14 @@ def operand_case(name, form, tensor_shape, array_shape, seed=0):
         constant = random_array(array_shape, seed + 1, domain_b if tensor_first else domain_a)
     x = random_array(tensor_shape, seed, domain_a if tensor_first else domain_b)
     return x, constant, tensor_first
+
+
+def torch_operand(name, constant, as_torch_tensor):
+    """``constant`` as PyTorch takes it: its maximum/minimum need a tensor operand, and arrays
+    become tensors; its arithmetic takes numbers as they are."""
+    if isinstance(constant, np.ndarray) or name in METHODS:
+        return as_torch_tensor(constant)
+    return constant
 
 
 def with_constant(fn, constant, tensor_first):

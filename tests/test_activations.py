@@ -17,21 +17,13 @@ from tinytorch.core.autograd import (
 )
 from tinytorch.core.tensor import Tensor
 
+from op_helpers import leaf
+
 RNG = np.random.default_rng(1234)
 NORMAL = RNG.standard_normal((4, 5)) * 3.0
 EXTREME = np.array([[-1e4, -1e-8, 0.0, 1e-8, 1e4],
                     [-40.0, -5.0, -0.5, 5.0, 40.0]])
 REL, ABS = 1e-9, 1e-13
-
-
-@pytest.fixture(scope="module")
-def torch():
-    return pytest.importorskip("torch")
-
-
-def t64(values, requires_grad=True):
-    return Tensor(np.array(values, dtype=np.float64), requires_grad=requires_grad,
-                  dtype=np.float64)
 
 
 # (id, ours, PyTorch) for the elementwise activations; PyTorch's side takes the torch module.
@@ -50,7 +42,7 @@ ELEMENTWISE = [
 
 
 def ours_and_grad(fn, data, weights):
-    x = t64(data)
+    x = leaf(data)
     y = fn(x)
     (y * Tensor(weights, dtype=np.float64)).sum().backward()
     return y.data, x.grad.data
@@ -105,7 +97,7 @@ SECOND_ORDER = [
 def test_gradient_rules_are_differentiable_again(torch, name, ours, theirs):
     data = RNG.standard_normal((3, 4)) * 2.0
     w1, w2 = RNG.standard_normal(data.shape), RNG.standard_normal(data.shape)
-    x = t64(data)
+    x = leaf(data)
     (first,) = grad((ours(x) * Tensor(w1, dtype=np.float64)).sum(), [x], create_graph=True)
     (first * Tensor(w2, dtype=np.float64)).sum().backward()
     tx = torch.tensor(data, requires_grad=True)
@@ -145,7 +137,7 @@ def test_elementwise_limits_at_plus_minus_1e4_are_exact(fn, at_minus, at_plus, s
                                 lambda x: functional.softmax(x, dim=0),
                                 lambda x: functional.log_softmax(x, dim=0)])
 def test_no_overflow_warning_anywhere_in_the_float_range(fn):
-    x = t64([-1e300, -1e30, -1e4, 1e4, 1e30, 1e300])
+    x = leaf([-1e300, -1e30, -1e4, 1e4, 1e30, 1e300])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         y = fn(x)
@@ -154,7 +146,7 @@ def test_no_overflow_warning_anywhere_in_the_float_range(fn):
 
 
 def test_softmax_and_log_softmax_at_plus_minus_1e4():
-    x = t64([[1e4, -1e4, 1e4]])
+    x = leaf([[1e4, -1e4, 1e4]])
     np.testing.assert_array_equal(functional.softmax(x).data, [[0.5, 0.0, 0.5]])
     np.testing.assert_allclose(functional.log_softmax(x).data,
                                [[-math.log(2), -2e4 - math.log(2), -math.log(2)]], rtol=1e-15)
@@ -164,9 +156,9 @@ def test_softmax_and_log_softmax_at_plus_minus_1e4():
 
 def test_softmax_rows_sum_to_one_and_are_shift_invariant():
     data = RNG.standard_normal((6, 7)) * 10
-    y = functional.softmax(t64(data), dim=1).data
+    y = functional.softmax(leaf(data), dim=1).data
     np.testing.assert_allclose(y.sum(axis=1), 1.0, rtol=1e-14)
-    np.testing.assert_allclose(functional.softmax(t64(data + 500.0), dim=1).data, y, rtol=1e-12)
+    np.testing.assert_allclose(functional.softmax(leaf(data + 500.0), dim=1).data, y, rtol=1e-12)
 
 
 # ----- finite differences ------------------------------------------------------------------------
@@ -183,7 +175,7 @@ AWAY_FROM_KINKS = np.where(np.abs(NORMAL) < 0.1, 0.5, NORMAL)
 ], ids=["relu", "sigmoid", "tanh", "gelu", "gelu_tanh", "leaky_relu", "leaky_relu_0.3", "silu",
         "erf", "softmax0", "softmax-1", "log_softmax0", "log_softmax1"])
 def test_gradcheck(fn):
-    assert gradcheck(fn, [t64(AWAY_FROM_KINKS)])
+    assert gradcheck(fn, [leaf(AWAY_FROM_KINKS)])
 
 
 @pytest.mark.parametrize("cls,args", [
@@ -196,7 +188,7 @@ def test_classes_match_functions_and_have_no_parameters(cls, args):
                 LogSoftmax: functional.log_softmax, LeakyReLU: functional.leaky_relu,
                 SiLU: functional.silu}[cls]
     layer = cls(*args)
-    x = t64(NORMAL, requires_grad=False)
+    x = leaf(NORMAL, requires_grad=False)
     np.testing.assert_array_equal(layer(x).data, layer.forward(x).data)
     np.testing.assert_array_equal(layer(x).data, function(x, *args).data)
     assert layer.parameters() == []
@@ -209,7 +201,7 @@ def test_module_exports_the_functions_too():
 
 
 def test_softmax_forward_dim_overrides_the_layer_default():
-    x = t64(NORMAL, requires_grad=False)
+    x = leaf(NORMAL, requires_grad=False)
     layer = Softmax(dim=0)
     np.testing.assert_allclose(layer(x).data.sum(axis=0), 1.0, rtol=1e-14)
     np.testing.assert_allclose(layer.forward(x, dim=-1).data.sum(axis=1), 1.0, rtol=1e-14)
@@ -225,11 +217,11 @@ def test_bad_arguments_are_reported():
     with pytest.raises(ValueError, match="approximate"):
         GELU(approximate="fast")
     with pytest.raises(ValueError, match="approximate"):
-        functional.gelu(t64([1.0]), approximate="erf")
+        functional.gelu(leaf([1.0]), approximate="erf")
     with pytest.raises(IndexError, match="dim 2 is out of range for a tensor with 2 dims"):
-        functional.softmax(t64(NORMAL), dim=2)
+        functional.softmax(leaf(NORMAL), dim=2)
     with pytest.raises(TypeError, match="dim must be an int"):
-        functional.log_softmax(t64(NORMAL), dim=None)
+        functional.log_softmax(leaf(NORMAL), dim=None)
 
 
 # ----- erf and the exact GELU ---------------------------------------------------------------------
@@ -238,14 +230,14 @@ ERF_GRID = np.concatenate([np.linspace(-7, 7, 2801), [-1e-300, 1e-300, 1e-12, 0.
 
 
 def test_erf_matches_math_erf_to_a_few_ulp():
-    ours = functional.erf(t64(ERF_GRID, requires_grad=False)).data
+    ours = functional.erf(leaf(ERF_GRID, requires_grad=False)).data
     expected = np.array([math.erf(v) for v in ERF_GRID])
     np.testing.assert_allclose(ours, expected, rtol=5e-16, atol=0)
 
 
 def test_normal_cdf_is_accurate_in_the_far_tails():
     x = np.concatenate([np.linspace(-37, 8, 901), [-1e-8, 1e-8]])
-    ours = functional.gelu(t64(x, requires_grad=False)).data
+    ours = functional.gelu(leaf(x, requires_grad=False)).data
     expected = np.array([v * 0.5 * math.erfc(-v / math.sqrt(2)) for v in x])
     np.testing.assert_allclose(ours, expected, rtol=2e-13, atol=0)
 
@@ -254,19 +246,19 @@ def test_erf_against_high_precision():
     mpmath = pytest.importorskip("mpmath")
     mpmath.mp.dps = 40
     x = np.concatenate([np.linspace(-6, 6, 241), np.linspace(3.9, 4.1, 41), [1e-200, -1e-10]])
-    ours = functional.erf(t64(x, requires_grad=False)).data
+    ours = functional.erf(leaf(x, requires_grad=False)).data
     expected = np.array([float(mpmath.erf(mpmath.mpf(v))) for v in x])
     np.testing.assert_allclose(ours, expected, rtol=5e-16, atol=0)
 
 
 def test_erf_special_values():
-    y = functional.erf(t64([np.inf, -np.inf, np.nan, 0.0, -0.0], requires_grad=False)).data
+    y = functional.erf(leaf([np.inf, -np.inf, np.nan, 0.0, -0.0], requires_grad=False)).data
     assert y[0] == 1.0 and y[1] == -1.0 and np.isnan(y[2])
     assert y[3] == 0.0 and np.signbit(y[4])
 
 
 def test_erf_matches_torch(torch):
-    ours = functional.erf(t64(ERF_GRID, requires_grad=False)).data
+    ours = functional.erf(leaf(ERF_GRID, requires_grad=False)).data
     np.testing.assert_allclose(ours, torch.erf(torch.tensor(ERF_GRID)).numpy(), rtol=1e-15,
                                atol=1e-300)
 
@@ -284,7 +276,7 @@ def test_spec_relu_and_sigmoid_nodes():
 
 @pytest.mark.parametrize("dim", [0, 1, -1])
 def test_spec_softmax_node_applies_the_softmax_jacobian(dim):
-    x = t64(NORMAL)
+    x = leaf(NORMAL)
     out = functional.softmax(x, dim=dim)
     upstream = RNG.standard_normal(NORMAL.shape)
     (g,) = SoftmaxBackward(x, out, dim).apply(upstream)
@@ -295,11 +287,11 @@ def test_spec_softmax_node_applies_the_softmax_jacobian(dim):
 
 def test_spec_gelu_node_is_the_derivative_of_the_exact_gelu():
     data = np.array([-3.0, -0.5, 0.0, 0.7, 2.0])
-    (g,) = GELUBackward(t64(data)).apply(np.ones(5))
+    (g,) = GELUBackward(leaf(data)).apply(np.ones(5))
     phi = np.exp(-data ** 2 / 2) / math.sqrt(2 * math.pi)
     cdf = np.array([0.5 * math.erfc(-v / math.sqrt(2)) for v in data])
     np.testing.assert_allclose(g, cdf + data * phi, rtol=1e-14)
-    (g_tanh,) = GELUBackward(t64(data), approximate="tanh").apply(np.ones(5))
+    (g_tanh,) = GELUBackward(leaf(data), approximate="tanh").apply(np.ones(5))
     u = math.sqrt(2 / math.pi) * (data + 0.044715 * data ** 3)
     du = math.sqrt(2 / math.pi) * (1 + 3 * 0.044715 * data ** 2)
     expected = 0.5 * (1 + np.tanh(u)) + 0.5 * data * (1 - np.tanh(u) ** 2) * du

@@ -18,23 +18,15 @@ from tinytorch.core.losses import (
 )
 from tinytorch.core.tensor import Tensor
 
+from op_helpers import leaf
+
 RNG = np.random.default_rng(99)
 REDUCTIONS = ["mean", "sum", "none"]
 REL, ABS = 1e-9, 1e-13
 
 
-@pytest.fixture(scope="module")
-def torch():
-    return pytest.importorskip("torch")
-
-
-def t64(values, requires_grad=True):
-    return Tensor(np.array(values, dtype=np.float64), requires_grad=requires_grad,
-                  dtype=np.float64)
-
-
 def run_ours(loss_fn, pred, target, reduction):
-    x = t64(pred)
+    x = leaf(pred)
     loss = loss_fn(x, target, reduction=reduction)
     weights = RNG.standard_normal(loss.shape)
     (loss * Tensor(weights, dtype=np.float64)).sum().backward()
@@ -88,7 +80,7 @@ def test_mse_matches_torch(torch, case, reduction):
 
 def test_mse_target_that_requires_grad_gets_its_gradient(torch):
     pred, target = RNG.standard_normal((4, 3)), RNG.standard_normal((4, 3))
-    p, t = t64(pred), t64(target)
+    p, t = leaf(pred), leaf(target)
     functional.mse_loss(p, t).backward()
     tp = torch.tensor(pred, requires_grad=True)
     tt_ = torch.tensor(target, requires_grad=True)
@@ -144,7 +136,7 @@ SECOND_ORDER = [
 def test_loss_gradients_are_differentiable_again(torch, name, ours, theirs):
     data = RNG.standard_normal((3, 3))
     weights = RNG.standard_normal((3, 3))
-    x = t64(data)
+    x = leaf(data)
     (first,) = grad(ours(x), [x], create_graph=True)
     (first * Tensor(weights, dtype=np.float64)).sum().backward()
     tx = torch.tensor(data, requires_grad=True)
@@ -157,7 +149,7 @@ def test_loss_gradients_are_differentiable_again(torch, name, ours, theirs):
 # ----- exact limits without PyTorch ---------------------------------------------------------------
 
 def test_cross_entropy_at_plus_minus_1e4_is_exact():
-    logits = t64([[1e4, -1e4], [1e4, -1e4]])
+    logits = leaf([[1e4, -1e4], [1e4, -1e4]])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         loss = functional.cross_entropy(logits, [0, 1], reduction="none")
@@ -168,12 +160,12 @@ def test_cross_entropy_at_plus_minus_1e4_is_exact():
 
 def test_cross_entropy_of_equal_logits_is_log_classes():
     for classes in (2, 5, 1000):
-        loss = functional.cross_entropy(t64(np.zeros((3, classes))), [0, 1, 1])
+        loss = functional.cross_entropy(leaf(np.zeros((3, classes))), [0, 1, 1])
         assert loss.item() == pytest.approx(math.log(classes), rel=1e-14)
 
 
 def test_bce_with_logits_is_exact_for_huge_logits():
-    x = t64([1e4, -1e4, 1e4, -1e4])
+    x = leaf([1e4, -1e4, 1e4, -1e4])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         loss = functional.binary_cross_entropy_with_logits(x, [1.0, 0.0, 0.0, 1.0], "none")
@@ -183,13 +175,13 @@ def test_bce_with_logits_is_exact_for_huge_logits():
 
 
 def test_bce_with_logits_keeps_relative_precision_of_tiny_losses():
-    x = t64([40.0, -40.0, 30.0])
+    x = leaf([40.0, -40.0, 30.0])
     loss = functional.binary_cross_entropy_with_logits(x, [1.0, 0.0, 1.0], "none")
     np.testing.assert_allclose(loss.data, np.log1p(np.exp([-40.0, -40.0, -30.0])), rtol=1e-15)
 
 
 def test_binary_cross_entropy_clamps_each_log_at_minus_100():
-    p = t64([0.0, 1.0, 0.0, 1.0])
+    p = leaf([0.0, 1.0, 0.0, 1.0])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         loss = functional.binary_cross_entropy(p, [1.0, 0.0, 0.0, 1.0], reduction="none")
@@ -212,7 +204,7 @@ def test_float32_losses_stay_float32():
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_reductions_relate_as_sum_and_mean_of_none(reduction):
-    logits = t64(RNG.standard_normal((5, 3)), requires_grad=False)
+    logits = leaf(RNG.standard_normal((5, 3)), requires_grad=False)
     target = [0, 2, 1, 1, 0]
     per_sample = functional.cross_entropy(logits, target, reduction="none").data
     value = functional.cross_entropy(logits, target, reduction=reduction).data
@@ -224,26 +216,26 @@ def test_reductions_relate_as_sum_and_mean_of_none(reduction):
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_gradcheck_cross_entropy(reduction):
-    logits = t64(RNG.standard_normal((4, 5)))
+    logits = leaf(RNG.standard_normal((4, 5)))
     assert gradcheck(lambda x: functional.cross_entropy(x, [4, 0, 2, 2], reduction), [logits])
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_gradcheck_mse_in_both_inputs(reduction):
-    pred, target = t64(RNG.standard_normal((3, 4))), t64(RNG.standard_normal((3, 4)))
+    pred, target = leaf(RNG.standard_normal((3, 4))), leaf(RNG.standard_normal((3, 4)))
     assert gradcheck(lambda p, t: functional.mse_loss(p, t, reduction), [pred, target])
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_gradcheck_binary_cross_entropy(reduction):
-    p = t64(RNG.uniform(0.1, 0.9, (3, 4)))
+    p = leaf(RNG.uniform(0.1, 0.9, (3, 4)))
     target = RNG.uniform(0, 1, (3, 4))
     assert gradcheck(lambda x: functional.binary_cross_entropy(x, target, reduction), [p])
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_gradcheck_bce_with_logits(reduction):
-    x = t64(RNG.standard_normal((3, 4)) * 3)
+    x = leaf(RNG.standard_normal((3, 4)) * 3)
     target = RNG.uniform(0, 1, (3, 4))
     assert gradcheck(lambda v: functional.binary_cross_entropy_with_logits(v, target, reduction),
                      [x])
@@ -251,13 +243,13 @@ def test_gradcheck_bce_with_logits(reduction):
 
 def test_gradcheck_log_softmax_from_losses_module():
     assert losses.log_softmax is functional.log_softmax
-    assert gradcheck(lambda x: losses.log_softmax(x, dim=-1), [t64(RNG.standard_normal((3, 4)))])
+    assert gradcheck(lambda x: losses.log_softmax(x, dim=-1), [leaf(RNG.standard_normal((3, 4)))])
 
 
 # ----- targets and errors -------------------------------------------------------------------------
 
 def test_cross_entropy_accepts_int_arrays_lists_and_float_tensors_of_integers():
-    logits = t64(RNG.standard_normal((3, 4)), requires_grad=False)
+    logits = leaf(RNG.standard_normal((3, 4)), requires_grad=False)
     expected = functional.cross_entropy(logits, np.array([3, 0, 1])).data
     for target in ([3, 0, 1], Tensor([3, 0, 1]), Tensor([3.0, 0.0, 1.0], dtype=np.float64),
                    Tensor(np.array([3, 0, 1]), dtype=np.int64)):
@@ -265,7 +257,7 @@ def test_cross_entropy_accepts_int_arrays_lists_and_float_tensors_of_integers():
 
 
 def test_cross_entropy_target_errors_name_shapes_and_values():
-    logits = t64(np.zeros((3, 4)))
+    logits = leaf(np.zeros((3, 4)))
     with pytest.raises(ValueError, match=r"target must have shape \(3,\).*\(3, 4\).*\(3, 1\)"):
         functional.cross_entropy(logits, np.zeros((3, 1)))
     with pytest.raises(ValueError, match=r"got shape \(2,\)"):
@@ -280,23 +272,23 @@ def test_cross_entropy_target_errors_name_shapes_and_values():
     with pytest.raises(ValueError, match="integer class indices, got 1.5"):
         functional.cross_entropy(logits, Tensor([0.0, 1.5, 1.0]))
     with pytest.raises(ValueError, match=r"logits must have shape \(N, C\), got shape \(4,\)"):
-        functional.cross_entropy(t64(np.zeros(4)), [1])
+        functional.cross_entropy(leaf(np.zeros(4)), [1])
 
 
 def test_shape_mismatch_errors_name_both_shapes():
-    pred = t64(np.full((4, 1), 0.5))
+    pred = leaf(np.full((4, 1), 0.5))
     for fn in (functional.mse_loss, functional.binary_cross_entropy,
                functional.binary_cross_entropy_with_logits):
         with pytest.raises(ValueError,
                            match=r"target shape \(4,\) must match the input shape \(4, 1\)"):
             fn(pred, np.ones(4))
     with pytest.raises(ValueError, match=r"target shape \(4,\) must match"):
-        functional.mse_loss(pred, t64(np.ones(4)))
+        functional.mse_loss(pred, leaf(np.ones(4)))
 
 
 def test_binary_cross_entropy_rejects_values_outside_zero_one():
     with pytest.raises(ValueError, match=r"probabilities in \[0, 1\].*-0.5 to 2.0.*with_logits"):
-        functional.binary_cross_entropy(t64([-0.5, 2.0]), [0.0, 1.0])
+        functional.binary_cross_entropy(leaf([-0.5, 2.0]), [0.0, 1.0])
 
 
 @pytest.mark.parametrize("cls", [MSELoss, CrossEntropyLoss, BinaryCrossEntropyLoss,
@@ -310,8 +302,8 @@ def test_unknown_reduction_is_rejected(cls):
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_loss_classes_call_their_functions(reduction):
-    x = t64(RNG.standard_normal((4, 3)), requires_grad=False)
-    p = t64(RNG.uniform(0.1, 0.9, (4, 3)), requires_grad=False)
+    x = leaf(RNG.standard_normal((4, 3)), requires_grad=False)
+    p = leaf(RNG.uniform(0.1, 0.9, (4, 3)), requires_grad=False)
     y = RNG.uniform(0, 1, (4, 3))
     pairs = [
         (MSELoss, functional.mse_loss, x, y),

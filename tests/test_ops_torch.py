@@ -13,11 +13,11 @@ torch = pytest.importorskip("torch")
 
 import tinytorch as tt  # noqa: E402
 from op_helpers import (  # noqa: E402
-    BINARY_OPS, CONSTANT_ROW, INDEX_KEYS, INDEXED_SHAPE, JOIN_OPS, MATMUL_SHAPES, METHODS,
+    BINARY_OPS, CONSTANT_ROW, INDEX_KEYS, INDEXED_SHAPE, JOIN_OPS, MATMUL_SHAPES,
     NEGATIVE_STEP_EQUIVALENTS, OP_SETTINGS, OPERAND_SHAPES, OPERATORS, REDUCTIONS, SHAPE_OPS,
     SHARED_SUBEXPRESSIONS, UNARY_OPS, WHERE_CASES, WHERE_CONDITION, backward_with,
     broadcastable_pairs, leaf, leaves, matmul_shapes, operand_case, operand_forms, random_array,
-    reduced_count, reduction_args, seeds, shapes, with_constant,
+    reduced_count, reduction_args, seeds, shapes, torch_operand, with_constant,
 )
 
 RTOL, ATOL = 1e-9, 1e-12
@@ -108,11 +108,7 @@ def test_binary_op_matches_torch_with_broadcasting(name, pair, seed):
 def test_operator_with_number_or_array_operand_matches_torch(name, form, tensor_shape, array_shape):
     x, constant, tensor_first = operand_case(name, form, tensor_shape, array_shape)
     fn = BINARY_OPS[name][0]
-    # torch's maximum/minimum need a tensor operand; its arithmetic takes numbers as they are
-    if isinstance(constant, np.ndarray) or name in METHODS:
-        torch_constant = _tensor(constant)
-    else:
-        torch_constant = constant
+    torch_constant = torch_operand(name, constant, _tensor)
     assert_matches_torch(with_constant(fn, constant, tensor_first),
                          with_constant(fn, torch_constant, tensor_first), x)
 

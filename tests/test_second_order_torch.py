@@ -22,11 +22,11 @@ torch = pytest.importorskip("torch")
 
 import tinytorch as tt  # noqa: E402
 from op_helpers import (  # noqa: E402
-    BINARY_OPS, INDEX_KEYS, INDEXED_SHAPE, JOIN_OPS, MATMUL_SHAPES, METHODS,
+    BINARY_OPS, INDEX_KEYS, INDEXED_SHAPE, JOIN_OPS, MATMUL_SHAPES,
     NEGATIVE_STEP_EQUIVALENTS, OP_SETTINGS, OPERAND_SHAPES, REDUCTIONS, SHAPE_OPS,
     SHARED_SUBEXPRESSIONS, UNARY_OPS, WHERE_CASES, broadcastable_pairs, leaves, matmul_shapes,
     operand_case, operand_forms, random_array, reduced_count, reduction_args, seeds, shapes,
-    with_constant,
+    torch_operand, with_constant,
 )
 from test_ops_torch import (  # noqa: E402
     EDGE_VALUES, TORCH_SPELLING, _tensor, torch_key, torch_reduction, torch_version,
@@ -153,10 +153,7 @@ def test_operator_with_number_or_array_operand_second_derivative_matches_torch(
         name, form, tensor_shape, array_shape):
     x, constant, tensor_first = operand_case(name, form, tensor_shape, array_shape)
     fn = BINARY_OPS[name][0]
-    if isinstance(constant, np.ndarray) or name in METHODS:
-        torch_constant = _tensor(constant)
-    else:
-        torch_constant = constant
+    torch_constant = torch_operand(name, constant, _tensor)
     assert_second_order_matches_torch(with_constant(fn, constant, tensor_first),
                                       with_constant(fn, torch_constant, tensor_first), x,
                                       zero_hessian=name in PIECEWISE_LINEAR_BINARY)

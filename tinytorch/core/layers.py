@@ -106,18 +106,17 @@ class Module:
 
     def register_parameter(self, name, tensor):
         """Add ``tensor`` as parameter ``name`` (kept in the state dict even when frozen)."""
-        if tensor is not None and not isinstance(tensor, Tensor):
-            raise TypeError(f"register_parameter: {name!r} must be a Tensor or None, "
-                            f"got {type(tensor).__name__}")
-        self._registry("_parameter_names")[name] = None
-        object.__setattr__(self, name, tensor)
+        self._register("_parameter_names", "register_parameter", name, tensor)
 
     def register_buffer(self, name, tensor):
         """Add ``tensor`` as non-trainable state ``name``: saved in the state dict, no gradient."""
+        self._register("_buffer_names", "register_buffer", name, tensor)
+
+    def _register(self, kind, caller, name, tensor):
         if tensor is not None and not isinstance(tensor, Tensor):
-            raise TypeError(f"register_buffer: {name!r} must be a Tensor or None, "
+            raise TypeError(f"{caller}: {name!r} must be a Tensor or None, "
                             f"got {type(tensor).__name__}")
-        self._registry("_buffer_names")[name] = None
+        self._registry(kind)[name] = None
         object.__setattr__(self, name, tensor)
 
     def _named_attributes(self):

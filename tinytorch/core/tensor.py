@@ -86,9 +86,9 @@ def _arithmetic_operand(value, like):
     rules. The arrays are cached and read-only. Zeros (whose sign matters), NaN, numbers
     that might overflow, and tensors that are not float32 or float64 keep the plain number.
     """
-    if type(value) is Tensor:
-        return value
     kind = type(value)
+    if kind is Tensor:
+        return value
     if kind is not float and kind is not int:
         return _operand(value, like)
     dtype = like.data.dtype
