@@ -1,5 +1,7 @@
 """The Tensor's non-differentiable surface: creation, conversion, comparison, assignment, errors."""
 
+import warnings
+
 import hypothesis.extra.numpy as hnp
 import hypothesis.strategies as st
 import numpy as np
@@ -266,6 +268,30 @@ def test_number_operand_gradient_and_saved_value():
     (y * 3 - 1.5).sum().backward()
     np.testing.assert_array_equal(x.grad.data, np.full(2, np.float32(0.1) * np.float32(3)))
     assert x.grad.dtype == np.float32
+
+
+@settings(max_examples=80, deadline=None)
+@given(data=st.data(), dtype=st.sampled_from([np.float16, np.float32, np.float64, np.int32]),
+       keepdims=st.booleans())
+def test_mean_equals_numpys_mean_exactly(data, dtype, keepdims):
+    # Tensor.mean and the losses' 'mean' sum and divide themselves (faster than ndarray.mean);
+    # the result must still be NumPy's, bit for bit, including empty axes (nan, with a warning).
+    values = data.draw(hnp.arrays(dtype, hnp.array_shapes(min_dims=0, max_dims=3, min_side=0),
+                                  elements=st.integers(-100, 100) if dtype == np.int32
+                                  else st.floats(-1e3, 1e3, width=16)))
+    axis = data.draw(st.none() | st.integers(-values.ndim, values.ndim - 1)
+                     if values.ndim else st.none())
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = Tensor(values, dtype=values.dtype).mean(axis=axis, keepdims=keepdims)
+        expected = values.mean(axis=axis, keepdims=keepdims)
+    assert result.dtype == expected.dtype and result.shape == np.shape(expected)
+    np.testing.assert_array_equal(result.data, expected)
+
+
+def test_float16_mean_sums_in_float32_as_numpy_does():
+    values = np.full(200, 1000.0, np.float16)           # the float16 sum overflows to inf
+    assert Tensor(values, dtype=np.float16).mean().item() == values.mean() == 1000.0
 
 
 def test_matmul_with_a_number_says_to_use_mul():

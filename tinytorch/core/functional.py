@@ -24,7 +24,7 @@ from fractions import Fraction
 import numpy as np
 
 from tinytorch.core.autograd import Function, run_op
-from tinytorch.core.ops import _exp, _raw, _where, sigmoid_array
+from tinytorch.core.ops import _exp, _raw, _where, mean_array, sigmoid_array
 from tinytorch.core.tensor import Tensor
 
 __all__ = [
@@ -84,7 +84,7 @@ def _check_dim(dim, ndim, name):
 
 def _reduce(losses, reduction):
     if reduction == "mean":
-        return np.asarray(losses.mean())
+        return np.asarray(mean_array(losses))
     if reduction == "sum":
         return np.asarray(losses.sum())
     return losses
@@ -382,7 +382,7 @@ class MSEBackward(Function):
     def gradient(self, grad, pred, target=None):
         if target is None:
             target = _constant(self.target, pred)
-        grad_pred = _scaled(grad, self.reduction, _raw(pred).size) * (pred - target) * 2.0
+        grad_pred = _scaled(grad, self.reduction, _raw(pred).size) * 2.0 * (pred - target)
         if len(self.needs_input_grad) == 1:
             return (grad_pred,)
         need_pred, need_target = self.needs_input_grad

@@ -99,6 +99,19 @@ def _kept_shape(shape, axis):
     return tuple(1 if i in axes else n for i, n in enumerate(shape))
 
 
+def mean_array(x, axis=None, keepdims=False):
+    """``x.mean(axis, keepdims=keepdims)`` on an array, computed as NumPy does (the sum, then a
+    division by the count), without ``ndarray.mean``'s Python wrapper (~3 µs, more than the
+    work itself on small arrays). float16 keeps NumPy's mean, which sums in float32.
+
+    >>> mean_array(np.array([[1.0, 2.0], [3.0, 5.0]]), axis=0)   # -> array([2. , 3.5])
+    """
+    if x.dtype == np.float16:
+        return x.mean(axis=axis, keepdims=keepdims)
+    total = x.sum(axis=axis, keepdims=keepdims)
+    return total / (x.size // max(total.size, 1))
+
+
 def _expand_reduced(grad, shape, axis):
     """Spread the gradient of a reduction over ``axis`` back over the input's ``shape``."""
     return _expand(grad.reshape(_kept_shape(shape, axis)), shape)
@@ -500,11 +513,11 @@ class MeanBackward(Function):
 
     def forward(self, x, axis=None, keepdims=False):
         self.axis = _normalise_axis(axis, x.ndim)
-        return x.mean(axis=self.axis, keepdims=keepdims)
+        return mean_array(x, self.axis, keepdims)
 
     def gradient(self, grad, x):
-        count = x.size // max(int(np.prod(_kept_shape(x.shape, self.axis))), 1)
-        return (_expand_reduced(grad, x.shape, self.axis) / count,)
+        count = max(x.size // max(math.prod(_kept_shape(x.shape, self.axis)), 1), 1)
+        return (_expand_reduced(grad / count, x.shape, self.axis),)
 
 
 class MaxBackward(Function):
