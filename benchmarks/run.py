@@ -5,7 +5,7 @@
     python benchmarks/run.py --quick              # fewer repeats (about 40 s)
     python benchmarks/run.py --only W1,W3 --threads 1 --repeats 5 --out results.md
 
-Every workload is written three times, one function per library:
+Every workload is written three times, one function per library (four for W2-W4 and W6):
 
 * ``tinytorch``: the public API only (``tt.Tensor``, operators, ``.backward()``, ``.grad``).
 * ``floor``: plain NumPy arrays with a hand-derived backward pass (no autograd, no Tensor
@@ -13,6 +13,9 @@ Every workload is written three times, one function per library:
   NumPy can cost.
 * ``torch``: PyTorch (float32, CPU) as a user would write the same model, using its fused
   functional ops where they exist (``F.cross_entropy``, ``F.layer_norm``, ``F.gelu``...).
+* ``bare`` (small-tensor workloads only): ``bare_engine.py``, tinytorch's graph walk with
+  none of its features, about the least Python per op an eager engine can run: a yardstick
+  for what this design can reach, where Python per op is the cost.
 
 Before timing, each workload checks that tinytorch's gradients equal the floor's and torch's;
 a workload whose gradients differ is aborted with a message, not timed. Timing: warm-up calls,
@@ -73,13 +76,16 @@ except ImportError:                     # torch is optional: its column is left 
     torch = F = None
 
 from tinytorch.core import functional as ttF  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bare_engine import BareTensor  # noqa: E402
 from tinytorch.core.losses import CrossEntropyLoss  # noqa: E402
 
 DTYPE = np.float32
 LR = 0.01
 LN_EPS = 1e-5
 GELU_C = math.sqrt(2.0 / math.pi)
-LIBS = ("tinytorch", "floor", "torch")
+LIBS = ("tinytorch", "floor", "torch", "bare")
 BLOCKS = 4            # blocks of samples per library and workload
 SETTLE_S = 0.25        # idle seconds before each block (see measure)
 
@@ -122,6 +128,19 @@ def _torch_params(arrays):
 
 def _torch_grads(params):
     return {name: p.grad.numpy() for name, p in params.items()}
+
+
+def _bare_params(arrays):
+    return {name: BareTensor(a, requires_grad=True) for name, a in arrays.items()}
+
+
+def _bare_grads(params):
+    return {name: p.grad for name, p in params.items()}
+
+
+def _bare_constants(*numbers):
+    """The numbers as 0-d float32 arrays: what tinytorch's number cache hands NumPy."""
+    return [np.array(n, DTYPE) for n in numbers]
 
 
 def _init(rng, fan_in, *shape, scale=1.0):
@@ -297,6 +316,26 @@ def w2_torch(d):
     return step, lambda: (last["loss"].item(), {"x": x.grad.numpy()})
 
 
+def w2_bare(d):
+    x = BareTensor(d["x"], requires_grad=True)
+    c15, c09, c01 = _bare_constants(1.5, 0.9, 0.1)
+    last = {}
+
+    def step():
+        x.grad = None
+        y = x
+        for _ in range(W2_PATTERNS):
+            y = y + c15
+            y = y * c09
+            y = y - c01
+            y = y.tanh()
+        loss = y.sum()
+        loss.backward()
+        last["loss"] = loss
+
+    return step, lambda: (float(last["loss"].data), {"x": x.grad})
+
+
 # =============================================================================================
 # W3: deep chain, y = y * 1.0001 + 0.1 repeated 20,000 times on one element
 # =============================================================================================
@@ -357,6 +396,23 @@ def w3_torch(d):
     return step, lambda: (last["loss"].item(), {"x": x.grad.numpy()})
 
 
+def w3_bare(d):
+    x = BareTensor(d["x"], requires_grad=True)
+    c10001, c01 = _bare_constants(1.0001, 0.1)
+    last = {}
+
+    def step():
+        x.grad = None
+        y = x
+        for _ in range(W3_STEPS):
+            y = y * c10001 + c01
+        loss = y.sum()
+        loss.backward()
+        last["loss"] = loss
+
+    return step, lambda: (float(last["loss"].data), {"x": x.grad})
+
+
 # =============================================================================================
 # W4: diamond, y = y + y 30 times (every node is used twice); d y / d x = 2**30
 # =============================================================================================
@@ -415,6 +471,22 @@ def w4_torch(d):
         last["loss"] = loss
 
     return step, lambda: (last["loss"].item(), {"x": x.grad.numpy()})
+
+
+def w4_bare(d):
+    x = BareTensor(d["x"], requires_grad=True)
+    last = {}
+
+    def step():
+        x.grad = None
+        y = x
+        for _ in range(W4_DOUBLINGS):
+            y = y + y
+        loss = y.sum()
+        loss.backward()
+        last["loss"] = loss
+
+    return step, lambda: (float(last["loss"].data), {"x": x.grad})
 
 
 def w4_extra_check(loss, grads):
@@ -643,24 +715,42 @@ def w6_torch(d):
     return step, lambda: (last["loss"].item(), _torch_grads(params))
 
 
+def w6_bare(d):
+    params = _bare_params(d["params"])
+    W1, b1, W2, b2, W3, b3 = params.values()
+    x, y = BareTensor(d["x"]), d["y"]
+    last = {}
+
+    def step():
+        for p in params.values():
+            p.grad = None
+        h = (x @ W1 + b1).tanh()
+        h = (h @ W2 + b2).tanh()
+        loss = (h @ W3 + b3).mse(y)
+        loss.backward()
+        last["loss"] = loss
+
+    return step, lambda: (float(last["loss"].data), _bare_grads(params))
+
+
 # =============================================================================================
 # The workload table: description, ops counted for "per op", targets (ours / torch, ours / floor)
 # =============================================================================================
 
 WORKLOADS = {
     "W1": dict(title="MLP train step 784-512-256-10, batch 128", data=w1_data,
-               fns=(w1_tinytorch, w1_floor, w1_torch), n_ops=None, target_torch=0.85, target_floor=1.10),
+               fns=(w1_tinytorch, w1_floor, w1_torch, None), n_ops=None, target_torch=0.85, target_floor=1.10),
     "W2": dict(title="1000 small elementwise ops (16 elems)", data=w2_data,
-               fns=(w2_tinytorch, w2_floor, w2_torch), n_ops=4 * W2_PATTERNS, target_torch=0.35),
+               fns=(w2_tinytorch, w2_floor, w2_torch, w2_bare), n_ops=4 * W2_PATTERNS, target_torch=0.35),
     "W3": dict(title="deep chain y*1.0001+0.1 x20000 (1 elem)", data=w3_data,
-               fns=(w3_tinytorch, w3_floor, w3_torch), n_ops=2 * W3_STEPS, target_torch=0.7),
+               fns=(w3_tinytorch, w3_floor, w3_torch, w3_bare), n_ops=2 * W3_STEPS, target_torch=0.7),
     "W4": dict(title="diamond y=y+y x30", data=w4_data,
-               fns=(w4_tinytorch, w4_floor, w4_torch), n_ops=W4_DOUBLINGS, target_torch=0.5,
+               fns=(w4_tinytorch, w4_floor, w4_torch, w4_bare), n_ops=W4_DOUBLINGS, target_torch=0.5,
                extra_check=w4_extra_check),
     "W5": dict(title="transformer block B8 T64 D128", data=w5_data,
-               fns=(w5_tinytorch, w5_floor, w5_torch), n_ops=None, target_torch=1.0),
+               fns=(w5_tinytorch, w5_floor, w5_torch, None), n_ops=None, target_torch=1.0),
     "W6": dict(title="tiny MLP 2-16-16-1, batch 32, MSE", data=w6_data,
-               fns=(w6_tinytorch, w6_floor, w6_torch), n_ops=None, target_torch=0.35),
+               fns=(w6_tinytorch, w6_floor, w6_torch, w6_bare), n_ops=None, target_torch=0.35),
 }
 
 # Gradients must agree to this: max |a - b| <= GRAD_RTOL * max |b| for every gradient array.
@@ -799,7 +889,7 @@ def run_workload(name, spec, args):
     libs = [lib for lib in LIBS if lib != "torch" or torch is not None]
     steps, results = {}, {}
     for lib, fn in zip(LIBS, spec["fns"]):
-        if lib not in libs:
+        if lib not in libs or fn is None:
             continue
         try:
             step, result = fn(data)
@@ -978,13 +1068,13 @@ def _fmt_ratio(ours, other, target):
 def _fmt_per_op(row):
     if not row["n_ops"] or not row["times"]:
         return ""
-    return " / ".join(f"{row['times'][lib] / row['n_ops'] * 1e6:.2f}" if row["times"].get(lib) else "n/a"
+    return " / ".join(f"{row['times'][lib] / row['n_ops'] * 1e6:.2f}" if row["times"].get(lib) else "-"
                       for lib in LIBS)
 
 
 def _fmt_faults(row):
     faults = row.get("page_faults") or {}
-    return " / ".join(f"{faults[lib]:.0f}" if lib in faults else "n/a" for lib in LIBS)
+    return " / ".join(f"{faults[lib]:.0f}" if lib in faults else "-" for lib in LIBS)
 
 
 def render_report(env, passes):
@@ -1003,11 +1093,12 @@ def render_report(env, passes):
     lines.append("- tinytorch and PyTorch both use their fused ops: cross-entropy, layer_norm, "
                  "softmax, gelu(approximate='tanh'), mse")
     lines.append("- Times are medians per call (forward + backward, + SGD update in W1); "
-                 "floor = hand-written NumPy forward/backward")
+                 "floor = hand-written NumPy forward/backward; bare = bare_engine.py, tinytorch's "
+                 "graph walk without its features (small-tensor workloads only)")
     lines.append("")
-    header = ["Workload", "Threads", "tinytorch", "NumPy floor", "PyTorch", "ours / torch",
-              "ours / floor", "µs per op (tt / floor / torch)", "page faults per call (tt / floor / torch)",
-              "samples", "max grad err"]
+    header = ["Workload", "Threads", "tinytorch", "NumPy floor", "PyTorch", "bare engine",
+              "ours / torch", "ours / floor", "bare / torch", "µs per op (tt / floor / torch / bare)",
+              "page faults per call (tt / floor / torch / bare)", "samples", "max grad err"]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join("---" for _ in header) + "|")
     rows = sorted(((row, p["threads"]) for p in passes for row in p["rows"]),
@@ -1023,8 +1114,10 @@ def render_report(env, passes):
         errs = ", ".join(f"{lib} {e:.1e}" for lib, e in row["max_grad_err"].items())
         lines.append("| " + " | ".join([
             label, threads, _fmt_time(ours), _fmt_time(t.get("floor")), _fmt_time(t.get("torch")),
+            _fmt_time(t.get("bare")) if "bare" in t else "-",
             _fmt_ratio(ours, t.get("torch"), row["target_torch"]),
             _fmt_ratio(ours, t.get("floor"), row["target_floor"]),
+            _fmt_ratio(t.get("bare"), t.get("torch"), None) if "bare" in t else "-",
             _fmt_per_op(row), _fmt_faults(row), str(row.get("samples", "")), errs]) + " |")
     lines.append("")
     lines += [p["failed"] for p in passes if p.get("failed")]

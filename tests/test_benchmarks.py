@@ -4,6 +4,7 @@ import collections
 import importlib.util
 import pathlib
 
+import numpy as np
 import pytest
 
 _RUN = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
@@ -26,3 +27,21 @@ def test_each_library_follows_each_other_equally_often(bench, libs):
     pairs = [(a, b) for a in libs for b in libs if a != b]
     counts = [follows[pair] for pair in pairs]
     assert max(counts) - min(counts) <= 1, follows
+
+
+@pytest.mark.parametrize("name", ["W2", "W3", "W4", "W6"])
+def test_bare_engine_computes_the_same_gradients_as_tinytorch_and_the_floor(bench, name):
+    # The bare engine is the benchmark's yardstick for the small-tensor workloads: its timings
+    # only mean something if it computes the same loss and gradients.
+    spec = bench.WORKLOADS[name]
+    data = spec["data"](np.random.default_rng(0))
+    results = {}
+    for lib, fn in zip(bench.LIBS, spec["fns"]):
+        if lib in ("tinytorch", "floor", "bare"):
+            step, result = fn(data)
+            step()
+            step()                          # a second step must not accumulate into the first
+            results[lib] = result()
+    errors = bench.check_gradients(name, results, spec.get("extra_check"))
+    assert set(errors) == {"floor", "bare"}
+    assert errors["bare"] <= 1e-6
