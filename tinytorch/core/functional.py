@@ -74,12 +74,14 @@ def _check_reduction(reduction, name):
 
 
 def _check_dim(dim, ndim, name):
+    """``dim`` as a non-negative axis; a 0-d tensor takes 0 or -1, as in PyTorch (then None)."""
     if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
         raise TypeError(f"{name}: dim must be an int, got {dim!r}")
-    if not -ndim <= dim < ndim:
+    size = max(ndim, 1)
+    if not -size <= dim < size:
         raise IndexError(f"{name}: dim {dim} is out of range for a tensor with {ndim} dims "
-                         f"(valid: {-ndim} to {ndim - 1})")
-    return int(dim) % ndim
+                         f"(valid: {-size} to {size - 1})")
+    return int(dim) % ndim if ndim else None
 
 
 def _reduce(losses, reduction):
@@ -135,7 +137,8 @@ def _erf_and_erfc(x):
     >>> _erf_and_erfc(np.array([0.5, 10.0]))
     (array([0.52049988, 1.]), array([4.79500122e-01, 2.08848758e-45]))
     """
-    x = np.asarray(x, dtype=np.float64)
+    shape = np.shape(x)
+    x = np.array(x, dtype=np.float64, ndmin=1)        # 0-d inputs as one element, reshaped back
     a = np.abs(x)
     near = np.fmin(a, _TAYLOR_END)                   # fmin: NaN becomes 4 here, restored below
     k = (near * _TAYLOR_STEP + 0.5).astype(np.intp)
@@ -165,7 +168,7 @@ def _erf_and_erfc(x):
     nan = np.isnan(x)
     if nan.any():
         erf[nan] = erfc[nan] = np.nan
-    return erf, erfc
+    return erf.reshape(shape), erfc.reshape(shape)
 
 
 def _normal_cdf(v):
@@ -212,6 +215,8 @@ class SoftmaxBackward(Function):
 
     def forward(self, x, dim=-1):
         self.dim = dim
+        if x.size == 0:
+            return x.copy()
         e = np.exp(x - x.max(axis=dim, keepdims=True))
         return e / e.sum(axis=dim, keepdims=True)
 
@@ -235,6 +240,8 @@ class LogSoftmaxBackward(Function):
 
     def forward(self, x, dim=-1):
         self.dim = dim
+        if x.size == 0:
+            return x.copy()
         shifted = x - x.max(axis=dim, keepdims=True)
         return shifted - np.log(np.exp(shifted).sum(axis=dim, keepdims=True))
 
@@ -560,6 +567,8 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     """
     x = _as_tensor(x)
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    if not shape:
+        raise ValueError("layer_norm: normalized_shape must name at least one axis, got ()")
     if x.shape[x.ndim - len(shape):] != shape or len(shape) > x.ndim:
         raise ValueError(f"layer_norm: normalized_shape {shape} does not match the last axes of "
                          f"the input's shape {x.shape}")

@@ -450,19 +450,18 @@ class Tensor:
         result = run_op(MinBackward, self, axis=_axis(axis, dim), keepdims=keepdims)
         return _numpy_reduction_result(result, None, out)
 
+    amax = max
+    amin = min
+
     def var(self, axis=None, keepdims=False, dim=None, correction=0):
         """Variance ``sum((x - mean)^2) / (N - correction)``; population variance by default."""
-        axis = _axis(axis, dim)
-        centered = self - self.mean(axis=axis, keepdims=True)
-        if axis is None or self.ndim == 0:
-            count = self.data.size
-        else:
-            count = int(np.prod([self.shape[a] for a in _axes_tuple(axis, self.ndim)]))
-        return (centered * centered).sum(axis=axis, keepdims=keepdims) / (count - correction)
+        return run_op(VarBackward, self, axis=_axis(axis, dim), keepdims=keepdims,
+                      correction=correction)
 
     def std(self, axis=None, keepdims=False, dim=None, correction=0):
-        """Standard deviation, ``sqrt(var(...))``."""
-        return self.var(axis=axis, keepdims=keepdims, dim=dim, correction=correction).sqrt()
+        """Standard deviation ``sqrt(var(...))``; its gradient is 0 where it is 0 (as PyTorch)."""
+        return run_op(StdBackward, self, axis=_axis(axis, dim), keepdims=keepdims,
+                      correction=correction)
 
     def argmax(self, axis=None, keepdims=False, dim=None):
         return Tensor._make(np.argmax(self.data, axis=_axis(axis, dim), keepdims=keepdims))
@@ -822,6 +821,7 @@ from tinytorch.core.ops import (  # noqa: E402
     CosBackward, DivBackward, ExpandBackward, ExpBackward, LogBackward, MatmulBackward,
     MaxBackward, MaximumBackward, MeanBackward, MinBackward, MinimumBackward, MulBackward,
     NegBackward, PermuteBackward, PowBackward, ReLUBackward, ReshapeBackward, SigmoidBackward,
-    SetItemBackward, SinBackward, SliceBackward, SqrtBackward, StackBackward, SubBackward, SumBackward,
+    SetItemBackward, SinBackward, SliceBackward, SqrtBackward, StackBackward, StdBackward,
+    SubBackward, SumBackward, VarBackward,
     TanhBackward, TransposeBackward, WhereBackward,
 )
