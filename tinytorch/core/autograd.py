@@ -359,19 +359,10 @@ class _CustomFunctionBackward(Function):
     fresh_gradients = False     # the user's backward may return tensors it also keeps
 
     def gradient(self, grad, *values):
+        """``fn_cls.backward`` on Tensors; the engine checks what it returns."""
         differentiable = isinstance(grad, Tensor)          # create_graph: stay on Tensors
         with set_grad_enabled(differentiable):
-            grads = self.fn_cls.backward(self.ctx, grad if differentiable else Tensor._make(grad))
-        if not isinstance(grads, tuple):
-            grads = (grads,)
-        if len(grads) != len(self.saved_tensors):
-            raise RuntimeError(f"{self.fn_cls.__name__}.backward returned {len(grads)} gradients; "
-                               f"it needs one per forward input ({len(self.saved_tensors)})")
-        return tuple(
-            None if g is None or not need
-            else g if differentiable
-            else g.data if isinstance(g, Tensor) else np.asarray(g)
-            for g, need in zip(grads, self.needs_input_grad))
+            return self.fn_cls.backward(self.ctx, grad if differentiable else Tensor._make(grad))
 
     def __repr__(self):
         return f"<{self.fn_cls.__name__}Backward>"
@@ -579,6 +570,57 @@ def _accumulate(sinks, key, grad, borrowed):
         np.add(total.data, grad, out=total.data)
 
 
+def _sum_to_input_shape(node, tensor, grad):
+    """``grad`` summed back to ``tensor``'s shape after broadcasting (see :func:`unbroadcast`).
+
+    Any other shape is a fault of ``node``'s rule, reported as PyTorch does: the op, the input's
+    index and both shapes.
+    """
+    shape, returned = tensor.data.shape, tuple(grad.shape)
+    if grad.ndim >= len(shape):
+        grad = unbroadcast(grad, shape)
+    if grad.shape != shape:
+        index = next(i for i, t in enumerate(node.saved_tensors) if t is tensor)
+        raise RuntimeError(
+            f"{repr(node)[1:-1]} returned a gradient of shape {returned} for input "
+            f"{index}, which has shape {shape}: a gradient must have its input's shape (or a "
+            f"shape the input was broadcast to)")
+    return grad
+
+
+def _checked_gradients(node, grads, create_graph):
+    """What a user-defined rule returned, as one array (a Tensor with ``create_graph``) or None
+    per input. Like PyTorch, refuse a wrong count or type, naming the op and the input."""
+    name = repr(node)[1:-1]
+    if grads is None or isinstance(grads, (np.ndarray, np.generic, Tensor)):
+        grads = (grads,)
+    elif not isinstance(grads, (tuple, list)):
+        raise TypeError(f"{name} returned a {type(grads).__name__}; a gradient rule returns one "
+                        f"gradient (an array, a Tensor or None) per input, in a tuple")
+    count = len(node.saved_tensors)
+    if len(grads) != count:
+        raise RuntimeError(f"{name} returned {len(grads)} gradient(s) for {count} input(s); it "
+                           f"must return one per input (None for an input without a gradient)")
+    checked = []
+    for i, (g, needed) in enumerate(zip(grads, node.needs_input_grad)):
+        if g is None or not needed:
+            checked.append(None)
+            continue
+        if isinstance(g, Tensor):
+            g = g if create_graph else g.data
+        elif isinstance(g, (np.ndarray, np.generic)):
+            g = Tensor._make(np.asarray(g)) if create_graph else np.asarray(g)
+        else:
+            raise TypeError(f"{name} returned a {type(g).__name__} as the gradient of input {i}; "
+                            f"a gradient is a NumPy array, a Tensor or None")
+        dtype = g.dtype
+        if dtype.kind not in "fiu":
+            raise TypeError(f"{name} returned a gradient of dtype {dtype} for input {i}; a "
+                            f"gradient holds numbers")
+        checked.append(g)
+    return checked
+
+
 class _LeafGrads:
     """The sink of an ordinary backward: a leaf's gradient is summed into ``leaf.grad``."""
 
@@ -641,6 +683,8 @@ def _run_backward(roots, root_grads, retain_graph, create_graph=False, inputs=No
         if captured_nodes and node in captured_nodes:
             _accumulate(sinks, captured_nodes[node], grad, borrowed=True)
         input_grads = _apply_differentiable(node, grad) if create_graph else node.apply(grad)
+        if not node.fresh_gradients:                # a user-defined rule: check what it returned
+            input_grads = _checked_gradients(node, input_grads, create_graph)
         if check_finite:
             _check_finite(node, input_grads)
         for t, g in zip(node.saved_tensors, input_grads):
@@ -648,7 +692,7 @@ def _run_backward(roots, root_grads, retain_graph, create_graph=False, inputs=No
                 continue
             data = t.data
             if g.shape != data.shape:
-                g = unbroadcast(g, data.shape)
+                g = _sum_to_input_shape(node, t, g)
             if g.dtype is not data.dtype and g.dtype != data.dtype:
                 g = g.astype(data.dtype)
             parent, requires_grad = t.grad_fn, t.requires_grad
