@@ -109,7 +109,7 @@ def _permute(v, axes):
 
 def _raw(v):
     """The array behind a value (for masks and other constants of a rule)."""
-    return v.data if isinstance(v, Tensor) else v
+    return v._data if isinstance(v, Tensor) else v
 
 
 def _kept_shape(shape, axis):
@@ -393,7 +393,7 @@ class SigmoidBackward(Function):
 
     def __init__(self, input_tensor, output_tensor):
         super().__init__(input_tensor)
-        self.output_data = output_tensor.data
+        self.output_data = output_tensor._data
 
     def forward(self, x):
         return sigmoid_array(x)
@@ -866,7 +866,7 @@ class EmbeddingBackward(Function):
 
     def __init__(self, weight, indices):
         super().__init__(weight)
-        self.indices = indices.data if isinstance(indices, Tensor) else np.asarray(indices)
+        self.indices = indices._data if isinstance(indices, Tensor) else np.asarray(indices)
 
     def forward(self, weight, indices):
         self.indices = indices

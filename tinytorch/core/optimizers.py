@@ -18,6 +18,7 @@ record no graph.
 """
 
 import math
+import numbers
 
 import numpy as np
 
@@ -86,6 +87,7 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value):
+        _check_hyper(lr=value)
         for group in self.param_groups:
             group["lr"] = value
 
@@ -296,10 +298,12 @@ class AdamW(Adam):
 
 
 def _check_hyper(**values):
-    """Reject negative hyper-parameters with a message naming the argument."""
+    """Reject hyper-parameters that are not finite numbers >= 0, naming the argument."""
     for name, value in values.items():
-        if not value >= 0:
-            raise ValueError(f"{name} must be >= 0, got {value}")
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{name} must be a number, got {value!r}")
+        if not 0 <= value < math.inf:
+            raise ValueError(f"{name} must be a finite number >= 0, got {value}")
 
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW"]
