@@ -31,3 +31,9 @@ __all__ = [
     "activations", "autograd", "dataloader", "functional", "layers", "losses", "optimizers",
     "training",
 ]
+
+# ----- language models (issue 14): tokenizers -----
+from tinytorch.core import tokenization
+from tinytorch.core.tokenization import BPETokenizer, CharTokenizer
+
+__all__ += ["tokenization", "CharTokenizer", "BPETokenizer"]
