@@ -62,3 +62,9 @@ __all__ = [
     "activations", "autograd", "data", "dataloader", "functional", "layers", "losses",
     "optimizers", "training",
 ]
+
+# ----- language models (issue 14): tokenizers -----
+from tinytorch.core import tokenization
+from tinytorch.core.tokenization import BPETokenizer, CharTokenizer
+
+__all__ += ["tokenization", "CharTokenizer", "BPETokenizer"]
