@@ -474,9 +474,14 @@ def _check_unmodified(node):
 
 
 _FREED_GRAPH_MESSAGE = (
-    "Trying to run backward through the graph a second time, but its saved tensors were "
-    "already freed by the first backward(). Pass retain_graph=True to the first backward() "
-    "call if you need to backward through the graph again.")
+    "Trying to run backward through the graph a second time, but the tensors it saved were "
+    "already released (freed) by the first backward(). Pass retain_graph=True to the first "
+    "backward() call if you need to backward through the graph again.")
+
+
+class ShapeMismatchError(RuntimeError, ValueError):
+    """A gradient given to backward() whose shape is not its tensor's: a RuntimeError, as
+    PyTorch raises, and a ValueError, as TinyTorch raises, so code written for either works."""
 
 
 # ``needs_input_grad`` tuples for one and two inputs, shared rather than built per op: fewer
@@ -834,7 +839,7 @@ def _seed_gradient(tensor, gradient, create_graph=False):
     else:
         grad = np.asarray(gradient._data if isinstance(gradient, Tensor) else gradient)
     if grad.shape != tensor._data.shape:
-        raise RuntimeError(
+        raise ShapeMismatchError(
             f"backward(): gradient has shape {grad.shape} but the tensor has shape "
             f"{tensor._data.shape}; they must match.")
     if grad.dtype != tensor._data.dtype:

@@ -68,7 +68,8 @@ class Optimizer:
                                  f"create it with requires_grad=True")
         known = {id(p) for g in self.param_groups for p in g["params"]}
         if any(id(p) in known for p in params) or len({id(p) for p in params}) != len(params):
-            raise ValueError("some parameters appear more than once in the optimizer")
+            raise ValueError("some parameters appear more than once in the optimizer (remove the "
+                             "duplicates)")
         unknown = set(group) - set(self.defaults) - {"params"}
         if unknown:
             raise TypeError(f"unknown hyper-parameter(s) {sorted(unknown)} for "

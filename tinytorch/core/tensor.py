@@ -412,6 +412,10 @@ class Tensor:
         """This tensor as bool (True where nonzero)."""
         return self.to(np.bool_)
 
+    def memory_footprint(self):
+        """Bytes the values take (TinyTorch's name for ``data.nbytes``)."""
+        return self._data.nbytes
+
     def numel(self):
         """The number of elements (PyTorch's name; ``size`` is TinyTorch's)."""
         return self._data.size
