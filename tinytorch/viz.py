@@ -30,7 +30,7 @@ import subprocess
 
 import numpy as np
 
-from tinytorch.core.autograd import _history_seen_by
+from tinytorch.core.inplace import history_seen_by
 from tinytorch.core.tensor import Tensor
 
 __all__ = ["to_dot", "draw_graph"]
@@ -165,7 +165,7 @@ def to_dot(tensor, params=None, show_shapes=True):
         """(DOT id, is_constant) of one input of the op ``consumer``."""
         if isinstance(value, Tensor):
             # the history the op saw (an in-place op may have given the tensor a new one since)
-            grad_fn, requires_grad = _history_seen_by(consumer, value)
+            grad_fn, requires_grad = history_seen_by(consumer, value)
             if grad_fn is not None:
                 return op_id(grad_fn, value), False
             key = (id(value), requires_grad)

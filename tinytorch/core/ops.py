@@ -20,8 +20,8 @@ import math
 
 import numpy as np
 
-from tinytorch.core.autograd import Function
-from tinytorch.core.tensor import Tensor
+from tinytorch.core.autograd import Function, run_op
+from tinytorch.core.tensor import Tensor, where
 
 __all__ = [
     "AddBackward", "SubBackward", "MulBackward", "DivBackward", "NegBackward", "PowBackward",
@@ -66,7 +66,6 @@ def _sign(v):
 
 def _where(condition, a, b):
     if isinstance(a, Tensor) or isinstance(b, Tensor):
-        from tinytorch.core.tensor import where
         return where(condition, a, b)
     return np.where(condition, a, b)
 
@@ -812,7 +811,6 @@ class SliceBackward(Function):
 def _scatter_add(grad, key, shape):
     """Zeros of ``shape`` with ``grad`` added at ``key`` (the inverse of ``x[key]``)."""
     if isinstance(grad, Tensor):
-        from tinytorch.core.autograd import run_op
         return run_op(IndexAddBackward, grad, key=key, shape=shape)
     out = np.zeros(shape, dtype=grad.dtype)
     if _has_index_arrays(key):

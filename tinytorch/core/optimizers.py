@@ -22,7 +22,7 @@ import numbers
 
 import numpy as np
 
-from tinytorch.core.autograd import note_inplace
+from tinytorch.core.inplace import note_inplace
 from tinytorch.core.tensor import Tensor
 
 

@@ -13,9 +13,11 @@ op's forward computation and its gradient rule stand side by side.
 """
 
 import operator
-import weakref
 
 import numpy as np
+
+from tinytorch.core import autograd, hooks, inplace
+from tinytorch.core.grad_mode import is_grad_enabled, no_grad
 
 _FLOAT_DTYPES = (np.float16, np.float32, np.float64)
 _default_dtype = np.dtype(np.float32)
@@ -295,7 +297,7 @@ class Tensor:
         saved tensors are freed afterwards unless ``retain_graph=True``. With
         ``create_graph=True`` the gradients are themselves differentiable.
         """
-        _autograd.backward([self], [gradient], retain_graph=retain_graph,
+        autograd.backward([self], [gradient], retain_graph=retain_graph,
                            create_graph=create_graph)
 
     def zero_grad(self):
@@ -314,15 +316,7 @@ class Tensor:
 
     def retain_grad(self):
         """Keep ``.grad`` on this non-leaf tensor after backward (leaves always keep it)."""
-        node = self.grad_fn
-        if node is None:
-            return
-        if not self.requires_grad:
-            raise RuntimeError("retain_grad() on a tensor that does not require grad")
-        if node.hooks is None:
-            node.hooks = []
-        if not any(isinstance(h, _RetainGrad) for h in node.hooks):
-            node.hooks.append(_RetainGrad(self))
+        hooks.retain_grad(self)
 
     def register_hook(self, hook):
         """Call ``hook(grad)`` each time this tensor's gradient is computed in backward.
@@ -333,7 +327,7 @@ class Tensor:
         >>> handle = x.register_hook(lambda g: g * 2)    # doubles the gradient reaching x
         >>> handle.remove()
         """
-        return _autograd.register_hook(self, hook)
+        return hooks.register_hook(self, hook)
 
     def detach(self):
         """A new leaf sharing this tensor's data, cut off from the graph."""
@@ -341,7 +335,7 @@ class Tensor:
 
     def clone(self):
         """A differentiable copy."""
-        return run_op(CloneBackward, self)
+        return autograd.run_op(autograd.CloneBackward, self)
 
     copy = clone
 
@@ -369,7 +363,7 @@ class Tensor:
         dtype = np.dtype(dtype)
         if dtype.type not in _FLOAT_DTYPES:
             return Tensor._make(self._data.astype(dtype))
-        return run_op(CastBackward, self, dtype=dtype)
+        return autograd.run_op(autograd.CastBackward, self, dtype=dtype)
 
     def to(self, dtype=None, *args, **kwargs):
         """PyTorch's ``t.to(dtype)``: this tensor as ``dtype`` (itself when it already is).
@@ -473,57 +467,57 @@ class Tensor:
     # ----- arithmetic ---------------------------------------------------------------------------
     def __add__(self, other):
         a, b = _operands(self, other)
-        return run_op(AddBackward, a, b)
+        return autograd.run_op(autograd.AddBackward, a, b)
 
     def __radd__(self, other):
         b, a = _operands(self, other)
-        return run_op(AddBackward, a, b)
+        return autograd.run_op(autograd.AddBackward, a, b)
 
     def __sub__(self, other):
         a, b = _operands(self, other)
-        return run_op(SubBackward, a, b)
+        return autograd.run_op(autograd.SubBackward, a, b)
 
     def __rsub__(self, other):
         b, a = _operands(self, other)
-        return run_op(SubBackward, a, b)
+        return autograd.run_op(autograd.SubBackward, a, b)
 
     def __mul__(self, other):
         a, b = _operands(self, other)
-        return run_op(MulBackward, a, b)
+        return autograd.run_op(autograd.MulBackward, a, b)
 
     def __rmul__(self, other):
         b, a = _operands(self, other)
-        return run_op(MulBackward, a, b)
+        return autograd.run_op(autograd.MulBackward, a, b)
 
     def __truediv__(self, other):
         a, b = _division_operands(self, other)
-        return run_op(DivBackward, a, b)
+        return autograd.run_op(autograd.DivBackward, a, b)
 
     def __rtruediv__(self, other):
         b, a = _division_operands(self, other)
-        return run_op(DivBackward, a, b)
+        return autograd.run_op(autograd.DivBackward, a, b)
 
     def __pow__(self, exponent):
         a, b = _operands(self, exponent)
-        return run_op(PowBackward, a, b)
+        return autograd.run_op(autograd.PowBackward, a, b)
 
     def __rpow__(self, base):
         b, a = _operands(self, base)
-        return run_op(PowBackward, a, b)
+        return autograd.run_op(autograd.PowBackward, a, b)
 
     def __matmul__(self, other):
         a, b = _operands(self, other)
-        return run_op(MatmulBackward, a, b)
+        return autograd.run_op(autograd.MatmulBackward, a, b)
 
     def __rmatmul__(self, other):
         b, a = _operands(self, other)
-        return run_op(MatmulBackward, a, b)
+        return autograd.run_op(autograd.MatmulBackward, a, b)
 
     def __abs__(self):
         return self.abs()
 
     def __neg__(self):
-        return run_op(NegBackward, self)
+        return autograd.run_op(autograd.NegBackward, self)
 
     def __pos__(self):
         return self
@@ -572,31 +566,31 @@ class Tensor:
 
     # ----- elementwise functions -----------------------------------------------------------------
     def exp(self):
-        return run_op(ExpBackward, self)
+        return autograd.run_op(autograd.ExpBackward, self)
 
     def log(self):
-        return run_op(LogBackward, self)
+        return autograd.run_op(autograd.LogBackward, self)
 
     def sqrt(self):
-        return run_op(SqrtBackward, self)
+        return autograd.run_op(autograd.SqrtBackward, self)
 
     def abs(self):
-        return run_op(AbsBackward, self)
+        return autograd.run_op(autograd.AbsBackward, self)
 
     def tanh(self):
-        return run_op(TanhBackward, self)
+        return autograd.run_op(autograd.TanhBackward, self)
 
     def sigmoid(self):
-        return run_op(SigmoidBackward, self)
+        return autograd.run_op(autograd.SigmoidBackward, self)
 
     def relu(self):
-        return run_op(ReLUBackward, self)
+        return autograd.run_op(autograd.ReLUBackward, self)
 
     def sin(self):
-        return run_op(SinBackward, self)
+        return autograd.run_op(autograd.SinBackward, self)
 
     def cos(self):
-        return run_op(CosBackward, self)
+        return autograd.run_op(autograd.CosBackward, self)
 
     def masked_fill(self, mask, value):
         """``value`` where ``mask`` is true (nonzero), this tensor elsewhere (differentiable in
@@ -614,38 +608,38 @@ class Tensor:
             raise ValueError("clip: give at least one of min and max")
         low = min._data if isinstance(min, Tensor) else min
         high = max._data if isinstance(max, Tensor) else max
-        return run_op(ClipBackward, self, low=low, high=high)
+        return autograd.run_op(autograd.ClipBackward, self, low=low, high=high)
 
     clamp = clip
 
     def maximum(self, other):
         """Elementwise maximum; at ties the gradient is split equally."""
         a, b = _operands(self, other)
-        return run_op(MaximumBackward, a, b)
+        return autograd.run_op(autograd.MaximumBackward, a, b)
 
     def minimum(self, other):
         """Elementwise minimum; at ties the gradient is split equally."""
         a, b = _operands(self, other)
-        return run_op(MinimumBackward, a, b)
+        return autograd.run_op(autograd.MinimumBackward, a, b)
 
     # ----- reductions ---------------------------------------------------------------------------
     # ``out``/``dtype`` let NumPy's np.sum(t), np.mean(t), np.max(t)... call these methods.
     def sum(self, axis=None, keepdims=False, dim=None, dtype=None, out=None):
-        result = run_op(SumBackward, self, axis=_axis(axis, dim), keepdims=keepdims)
+        result = autograd.run_op(autograd.SumBackward, self, axis=_axis(axis, dim), keepdims=keepdims)
         return _numpy_reduction_result(result, dtype, out)
 
     def mean(self, axis=None, keepdims=False, dim=None, dtype=None, out=None):
-        result = run_op(MeanBackward, self, axis=_axis(axis, dim), keepdims=keepdims)
+        result = autograd.run_op(autograd.MeanBackward, self, axis=_axis(axis, dim), keepdims=keepdims)
         return _numpy_reduction_result(result, dtype, out)
 
     def max(self, axis=None, keepdims=False, dim=None, out=None):
         """Largest value; the gradient is shared equally among tied maxima."""
-        result = run_op(MaxBackward, self, axis=_axis(axis, dim), keepdims=keepdims)
+        result = autograd.run_op(autograd.MaxBackward, self, axis=_axis(axis, dim), keepdims=keepdims)
         return _numpy_reduction_result(result, None, out)
 
     def min(self, axis=None, keepdims=False, dim=None, out=None):
         """Smallest value; the gradient is shared equally among tied minima."""
-        result = run_op(MinBackward, self, axis=_axis(axis, dim), keepdims=keepdims)
+        result = autograd.run_op(autograd.MinBackward, self, axis=_axis(axis, dim), keepdims=keepdims)
         return _numpy_reduction_result(result, None, out)
 
     amax = max
@@ -655,14 +649,14 @@ class Tensor:
             ddof=None):
         """Variance ``sum((x - mean)^2) / (N - correction)``; population variance by default
         (``ddof`` is NumPy's name for ``correction``, so ``np.var(t)`` works too)."""
-        result = run_op(VarBackward, self, axis=_axis(axis, dim), keepdims=keepdims,
+        result = autograd.run_op(autograd.VarBackward, self, axis=_axis(axis, dim), keepdims=keepdims,
                         correction=correction if ddof is None else ddof)
         return _numpy_reduction_result(result, dtype, out)
 
     def std(self, axis=None, keepdims=False, dim=None, correction=0, dtype=None, out=None,
             ddof=None):
         """Standard deviation ``sqrt(var(...))``; its gradient is 0 where it is 0 (as PyTorch)."""
-        result = run_op(StdBackward, self, axis=_axis(axis, dim), keepdims=keepdims,
+        result = autograd.run_op(autograd.StdBackward, self, axis=_axis(axis, dim), keepdims=keepdims,
                         correction=correction if ddof is None else ddof)
         return _numpy_reduction_result(result, dtype, out)
 
@@ -687,7 +681,7 @@ class Tensor:
         """Same elements, new shape; accepts ints or one tuple, and -1 for one inferred size."""
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = tuple(shape[0])
-        return run_op(ReshapeBackward, self, shape=shape)
+        return autograd.run_op(autograd.ReshapeBackward, self, shape=shape)
 
     view = reshape
 
@@ -726,13 +720,13 @@ class Tensor:
 
     def transpose(self, dim0=None, dim1=None):
         """Swap two axes (by default the last two)."""
-        return run_op(TransposeBackward, self, dim0=dim0, dim1=dim1)
+        return autograd.run_op(autograd.TransposeBackward, self, dim0=dim0, dim1=dim1)
 
     def permute(self, *axes):
         """Reorder the axes: ``out.shape[i] == self.shape[axes[i]]``."""
         if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
             axes = tuple(axes[0])
-        return run_op(PermuteBackward, self, axes=axes)
+        return autograd.run_op(autograd.PermuteBackward, self, axes=axes)
 
     def expand(self, *shape):
         """Broadcast to ``shape`` (NumPy broadcasting rules; -1 keeps a size)."""
@@ -741,13 +735,13 @@ class Tensor:
         offset = len(shape) - self.ndim
         shape = tuple(self.shape[i - offset] if n == -1 and i >= offset else n
                       for i, n in enumerate(shape))
-        return run_op(ExpandBackward, self, shape=shape)
+        return autograd.run_op(autograd.ExpandBackward, self, shape=shape)
 
     broadcast_to = expand
 
     # ----- indexing -------------------------------------------------------------------------------
     def __getitem__(self, key):
-        return run_op(SliceBackward, self, key=_index_key(key))
+        return autograd.run_op(autograd.SliceBackward, self, key=_index_key(key))
 
     def __setitem__(self, key, value):
         """``x[key] = value`` in place; differentiable (x's history is kept) like PyTorch."""
@@ -755,23 +749,23 @@ class Tensor:
         if self._starts_inplace(value, "x[...] = value"):
             before = self._snapshot()
             before, value = (before, before) if value is self else _operands(before, value)
-            self._finish_inplace(run_op(SetItemBackward, before, value, key=key), "x[...] = value")
+            self._finish_inplace(autograd.run_op(autograd.SetItemBackward, before, value, key=key), "x[...] = value")
         else:
             self._data[key] = value._data if isinstance(value, Tensor) else value
-            _autograd.note_inplace(self, "x[...] = value")
+            inplace.note_inplace(self, "x[...] = value")
 
     # ----- in-place arithmetic ----------------------------------------------------------------------
     def __iadd__(self, other):
-        return self._inplace(AddBackward, other, "+=")
+        return self._inplace(autograd.AddBackward, other, "+=")
 
     def __isub__(self, other):
-        return self._inplace(SubBackward, other, "-=")
+        return self._inplace(autograd.SubBackward, other, "-=")
 
     def __imul__(self, other):
-        return self._inplace(MulBackward, other, "*=")
+        return self._inplace(autograd.MulBackward, other, "*=")
 
     def __itruediv__(self, other):
-        return self._inplace(DivBackward, other, "/=")
+        return self._inplace(autograd.DivBackward, other, "/=")
 
     def _inplace(self, op, other, symbol):
         """Compute ``self <op> other`` and write it into self's own array (PyTorch's ``x += y``).
@@ -782,17 +776,17 @@ class Tensor:
         if self._starts_inplace(other, symbol):
             before = self._snapshot()
             before, other = (before, before) if other is self else _operands(before, other)
-            self._finish_inplace(run_op(op, before, other), symbol)
+            self._finish_inplace(autograd.run_op(op, before, other), symbol)
         else:
-            with _autograd.no_grad():
-                result = run_op(op, *_operands(self, other))
+            with no_grad():
+                result = autograd.run_op(op, *_operands(self, other))
             self._write(result._data, symbol)
-            _autograd.note_inplace(self, symbol)
+            inplace.note_inplace(self, symbol)
         return self
 
     def _starts_inplace(self, other, symbol):
         """True when an in-place op must be recorded; a leaf that requires grad refuses."""
-        recording = _autograd.is_grad_enabled() and (
+        recording = is_grad_enabled() and (
             self.requires_grad or (isinstance(other, Tensor) and other.requires_grad))
         if recording and self.grad_fn is None and self.requires_grad:
             raise RuntimeError(
@@ -831,7 +825,7 @@ class Tensor:
 
     def _finish_inplace(self, result, symbol):
         self._write(result._data, symbol)
-        _autograd.note_inplace(self, symbol, new_grad_fn=result.grad_fn)
+        inplace.note_inplace(self, symbol, new_grad_fn=result.grad_fn)
 
 
 def _gradient_for(tensor, value):
@@ -859,25 +853,6 @@ _UFUNC_OPERATORS = {np.add: "add", np.subtract: "sub", np.multiply: "mul",
                     np.true_divide: "truediv", np.power: "pow", np.matmul: "matmul"}
 _UFUNC_COMPARISONS = (np.equal, np.not_equal, np.less, np.less_equal, np.greater,
                       np.greater_equal)
-
-
-class _RetainGrad:
-    """Node hook that stores the incoming gradient on the (non-leaf) tensor that asked."""
-
-    __slots__ = ("tensor_ref",)
-    runs_last = True                 # after the user's hooks, which may replace the gradient
-
-    def __init__(self, tensor):
-        self.tensor_ref = weakref.ref(tensor)
-
-    def __call__(self, grad):
-        tensor = self.tensor_ref()
-        if tensor is not None:
-            grad = grad._data if isinstance(grad, Tensor) else grad
-            if tensor.grad is None:
-                tensor.grad = Tensor._make(np.array(grad, dtype=tensor.dtype))
-            else:
-                tensor.grad._data = tensor.grad._data + grad
 
 
 def _numpy_reduction_result(result, dtype, out):
@@ -1015,7 +990,7 @@ def concatenate(tensors, axis=None, dim=None):
     tensors = _join_operands(tensors)
     if not tensors:
         raise ValueError("concatenate needs at least one tensor")
-    return run_op(ConcatenateBackward, *tensors, axis=_axis_or_zero(axis, dim))
+    return autograd.run_op(autograd.ConcatenateBackward, *tensors, axis=_axis_or_zero(axis, dim))
 
 
 cat = concatenate
@@ -1026,7 +1001,7 @@ def stack(tensors, axis=None, dim=None):
     tensors = _join_operands(tensors)
     if not tensors:
         raise ValueError("stack needs at least one tensor")
-    return run_op(StackBackward, *tensors, axis=_axis_or_zero(axis, dim))
+    return autograd.run_op(autograd.StackBackward, *tensors, axis=_axis_or_zero(axis, dim))
 
 
 def _axis_or_zero(axis, dim):
@@ -1044,7 +1019,7 @@ def where(condition, a, b):
         b, a = _operands(b, a)
     else:                            # two constants: nothing to differentiate
         return Tensor(np.where(condition, a, b))
-    return run_op(WhereBackward, a, b, condition=condition)
+    return autograd.run_op(autograd.WhereBackward, a, b, condition=condition)
 
 
 def _join_operands(values):
@@ -1054,17 +1029,3 @@ def _join_operands(values):
     like = next((v for v in values if isinstance(v, Tensor) and v.dtype.type in _FLOAT_DTYPES), None)
     return [v if isinstance(v, Tensor) else Tensor(v, dtype=None if like is None else like.dtype)
             for v in values]
-
-
-# The op classes and the engine need Tensor, so they are imported once it exists.
-from tinytorch.core import autograd as _autograd  # noqa: E402
-from tinytorch.core.autograd import run_op  # noqa: E402
-from tinytorch.core.ops import (  # noqa: E402
-    AbsBackward, AddBackward, CastBackward, ClipBackward, CloneBackward, ConcatenateBackward,
-    CosBackward, DivBackward, ExpandBackward, ExpBackward, LogBackward, MatmulBackward,
-    MaxBackward, MaximumBackward, MeanBackward, MinBackward, MinimumBackward, MulBackward,
-    NegBackward, PermuteBackward, PowBackward, ReLUBackward, ReshapeBackward, SigmoidBackward,
-    SetItemBackward, SinBackward, SliceBackward, SqrtBackward, StackBackward, StdBackward,
-    SubBackward, SumBackward, VarBackward,
-    TanhBackward, TransposeBackward, WhereBackward,
-)

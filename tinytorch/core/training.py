@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from tinytorch.core import serialization
-from tinytorch.core.autograd import no_grad
+from tinytorch.core.grad_mode import no_grad
 from tinytorch.core.layers import set_training_mode
 from tinytorch.core.losses import (  # noqa: F401  (MSELoss, CrossEntropyLoss: TinyTorch's path)
     BCEWithLogitsLoss, BinaryCrossEntropyLoss, CrossEntropyLoss, MSELoss,
