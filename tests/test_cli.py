@@ -189,7 +189,7 @@ def _set_config(key, value):
     (_set_config("dropout", "0.1"), "dropout"),
     (_set_config("dropout", 2.0), "dropout"),
     (lambda checkpoint: checkpoint["metadata"].update(config=["moons"]), "config"),
-    (lambda checkpoint: checkpoint.update(metadata="moons"), "config"),
+    (lambda checkpoint: checkpoint.update(metadata="moons"), "metadata"),
     (lambda checkpoint: checkpoint.update(epoch=[1]), "epoch"),
     (lambda checkpoint: checkpoint.update(step="many"), "step"),
 ], ids=["seed-str", "seed-float", "hidden_layers-str", "hidden-str", "hidden-zero",
@@ -199,7 +199,7 @@ def test_evaluate_checkpoint_with_a_bad_config_is_a_one_line_error(
         trained_checkpoint, tmp_path, capsys, change, field):
     path = _rewritten(trained_checkpoint, tmp_path / "bad.npz", change)
     capsys.readouterr()
-    assert main(["evaluate", str(path)]) == 2
+    assert main(["evaluate", str(path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
     assert err[0].startswith("tinytorch: error:") and "bad.npz" in err[0] and field in err[0]
@@ -213,13 +213,13 @@ def test_evaluate_accepts_an_unchanged_rewritten_checkpoint(trained_checkpoint, 
 
 def test_evaluate_reports_a_type_error_from_the_file_contents_in_one_line(
         trained_checkpoint, capsys, monkeypatch):
-    import tinytorch.cli as cli
+    from tinytorch.cli.kinds import MLP
 
     def broken(*args, **kwargs):
         raise TypeError("unsupported operand type(s)")
-    monkeypatch.setattr(cli, "build_mlp", broken)
+    monkeypatch.setattr(MLP, "build", broken)
     capsys.readouterr()
-    assert main(["evaluate", str(trained_checkpoint)]) == 2
+    assert main(["evaluate", str(trained_checkpoint)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("tinytorch: error:")
     assert "model.npz" in err[0] and "TypeError" in err[0]

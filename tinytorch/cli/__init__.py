@@ -1,186 +1,215 @@
-"""The ``tinytorch`` command line (also ``python -m tinytorch``).
+"""The ``tinytorch`` command line (also ``python -m tinytorch``): train, evaluate, graph, demo.
 
-    tinytorch train                     train an MLP on the bundled digits, report test accuracy
-    tinytorch train --dataset moons     ... or on a 2-D toy problem (moons, spirals, xor)
-    tinytorch evaluate runs/X/model.npz reload a checkpoint and measure its test accuracy
-    tinytorch graph                     draw the autograd graph of the default model's loss
-    tinytorch demo                      fit y = 3x + 2 with bare autograd
+Every failure ends with one line on stderr and a non-zero status: 2 for a bad option value, 1
+for everything else (a missing, damaged or inconsistent file, an unwritable output, diverging
+training), 130 after Ctrl-C. Model kinds (``train --model``) live in :mod:`tinytorch.cli.kinds`,
+run folders in :mod:`tinytorch.cli.runs`.
 """
 
 import argparse
-import json
+import functools
 import os
 import sys
-import time
+import warnings
 
-import numpy as np
+from tinytorch.cli.kinds import MLP
+from tinytorch.cli.options import SEED, Option, UsageError
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-DEFAULT_LR = {"sgd": 0.05, "adam": 2e-3, "adamw": 2e-3}
-SPLIT = {"train": 0.7, "val": 0.1, "test": 0.2}
-HIDDEN_LAYERS = 2
-DROPOUT = 0.1
-TOY_SAMPLES = 1000
+# The model kinds of 'train --model', by name; the first is the default.
+KINDS = {kind.name: kind for kind in (MLP(),)}
+# Largest model 'train' builds and 'evaluate' loads (parameters and buffers): 200 MB of float32.
+MAX_PARAMETERS = 50_000_000
+GRAPH_FORMATS = ("svg", "png", "pdf", "jpg", "jpeg", "gif", "ps", "eps", "dot", "gv")
 
+DESCRIPTION = """\
+tinytorch: a small deep-learning framework in Python and NumPy.
 
-# ----- data and model --------------------------------------------------------------------------
+commands:
+  tinytorch train                      train an MLP on the bundled digits, report test accuracy
+  tinytorch train --dataset moons      ... or on a 2-D toy problem (moons, spirals, xor)
+  tinytorch evaluate runs/RUN          reload a run's checkpoint and measure its test accuracy
+  tinytorch graph                      draw the autograd graph of the default model's loss
+  tinytorch demo                       fit y = 3x + 2 with bare autograd
 
-def prepare_data(dataset, seed):
-    """Load ``dataset`` (toy sets: 1000 points), split it 70/10/20 into train/val/test with
-    ``seed``, and standardise it.
-
-    Each feature is shifted and scaled by the training split's mean and standard deviation
-    (features constant on the training split are only shifted). Returns the three
-    ``TensorDataset`` s, the number of classes and the ``(mean, std)`` used.
-    """
-    from tinytorch.core.dataloader import TensorDataset, random_split
-    from tinytorch.datasets import load_dataset
-
-    X, y = load_dataset(dataset, n_samples=None if dataset == "digits" else TOY_SAMPLES,
-                        seed=seed)
-    parts = random_split(TensorDataset(X, y), list(SPLIT.values()), seed=seed)
-    train, val, test = (part.indices for part in parts)
-    mean = X[train].mean(axis=0)
-    std = X[train].std(axis=0)
-    std[std < 1e-6] = 1.0
-    X = ((X - mean) / std).astype(np.float32)
-    splits = [TensorDataset(X[idx], y[idx]) for idx in (train, val, test)]
-    return splits, int(y.max()) + 1, (mean, std)
-
-
-def build_mlp(in_features, hidden, classes, hidden_layers=HIDDEN_LAYERS, dropout=DROPOUT):
-    """``Linear -> ReLU -> Dropout`` ``hidden_layers`` times, then a ``Linear`` giving one score
-    per class."""
-    from tinytorch.core.activations import ReLU
-    from tinytorch.core.layers import Dropout, Linear, Sequential
-
-    layers, width = [], in_features
-    for _ in range(hidden_layers):
-        layers += [Linear(width, hidden), ReLU()] + ([Dropout(dropout)] if dropout else [])
-        width = hidden
-    return Sequential(*layers, Linear(width, classes))
-
-
-def make_optimizer(name, params, lr):
-    from tinytorch.core.optimizers import SGD, Adam, AdamW
-
-    if name == "sgd":
-        return SGD(params, lr=lr, momentum=0.9)
-    return {"adam": Adam, "adamw": AdamW}[name](params, lr=lr)
+'tinytorch COMMAND --help' describes a command's options."""
 
 
 # ----- commands ---------------------------------------------------------------------------------
 
 def train(args):
-    """Train an MLP, print progress and the test accuracy, write the run's files to --out."""
-    import tinytorch as tt
-    from tinytorch.core.dataloader import DataLoader
-    from tinytorch.core.losses import CrossEntropyLoss
-    from tinytorch.core.training import CosineSchedule, Trainer
+    """Train a model of kind --model, print progress and the result, write the run's files."""
+    from tinytorch.cli.runs import RunFolder
+    from tinytorch.core.training import DivergenceError
 
-    lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
-    out = args.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
-    os.makedirs(out, exist_ok=True)
-
-    (train_set, val_set, test_set), classes, (mean, std) = prepare_data(args.dataset, args.seed)
-    tt.manual_seed(args.seed)
-    model = build_mlp(mean.size, args.hidden, classes)
-    optimizer = make_optimizer(args.optimizer, model.parameters(), lr)
-    schedule = CosineSchedule(max_lr=lr, min_lr=lr / 20, total_epochs=args.epochs)
-    trainer = Trainer(model, optimizer, CrossEntropyLoss(), scheduler=schedule)
-    train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, seed=args.seed)
-    val_loader = DataLoader(val_set, batch_size=256)
-    test_loader = DataLoader(test_set, batch_size=256)
-
-    sizes = "-".join(str(n) for n in [mean.size] + [args.hidden] * HIDDEN_LAYERS + [classes])
-    print(f"training an MLP {sizes} on {args.dataset} ({len(train_set)} train / "
-          f"{len(val_set)} val / {len(test_set)} test samples): {args.optimizer} lr {lr:g}, "
-          f"batch {args.batch_size}, {args.epochs} epochs, seed {args.seed}")
-    history = trainer.fit(train_loader, val_loader, epochs=args.epochs, progress=True)
-    test_loss, test_accuracy = trainer.evaluate(test_loader)
-    correct = round(test_accuracy * len(test_set))
-    print(f"test accuracy: {test_accuracy:.2%} ({correct}/{len(test_set)})   "
-          f"test loss {test_loss:.4f}")
-
-    config = {"dataset": args.dataset, "hidden": args.hidden, "hidden_layers": HIDDEN_LAYERS,
-              "dropout": DROPOUT, "classes": classes, "epochs": args.epochs, "lr": lr,
-              "optimizer": args.optimizer, "batch_size": args.batch_size, "seed": args.seed,
-              "split": SPLIT}
-    trainer.save_checkpoint(os.path.join(out, "model.npz"), config=config,
-                            mean=mean, std=std, test_accuracy=test_accuracy)
-    record = {"config": config, **history, "test_loss": test_loss,
-              "test_accuracy": test_accuracy}
-    with open(os.path.join(out, "history.json"), "w") as f:
-        json.dump(record, f, indent=1)
-    written = ["model.npz", "history.json"]
-    if plot_curves(history, os.path.join(out, "curves.png"),
-                   title=f"MLP {sizes} on {args.dataset}: test accuracy {test_accuracy:.2%}"):
-        written.append("curves.png")
-    else:
-        print("note: matplotlib is not installed, so curves.png was skipped "
-              "(pip install 'tinytorch[plot]')")
-    print(f"wrote {', '.join(written)} to {out}")
+    kind = KINDS[args.model]
+    config = kind.config(_settings(kind, args), args.seed)
+    data = kind.load_data(config)
+    model = _build(kind, config, data, usage=True)
+    run = RunFolder.claim(args.out, overwrite=args.overwrite)
+    try:
+        kind.train(config, data, model, run)
+    except KeyboardInterrupt:
+        raise Stopped(130, f"interrupted; {run.where()}") from None
+    except DivergenceError as error:
+        hint = f"; lower --lr (it was {config['lr']:g})" if "lr" in config else ""
+        raise Stopped(1, f"error: {error}{hint}; {run.where()}") from None
+    except BrokenPipeError:
+        _silence_stdout()
+        raise Stopped(1, f"output closed, training stopped; {run.where()}") from None
+    finally:
+        run.close()
+    print(f"wrote {', '.join(sorted(run.written, key=_RUN_ORDER.index))} to {run.path}")
     return 0
 
 
 def evaluate(args):
-    """Rebuild the model and the test split recorded in a checkpoint; report test accuracy."""
-    from tinytorch.core.dataloader import DataLoader
-    from tinytorch.core.losses import CrossEntropyLoss
-    from tinytorch.core.training import Trainer, read_checkpoint
+    """Rebuild the model and the test data recorded in a checkpoint; report the result."""
+    from tinytorch.core.training import read_checkpoint
 
-    with _reading(args.checkpoint):
-        config = _checkpoint_config(args.checkpoint, read_checkpoint(args.checkpoint))
-        (_, _, test_set), classes, _ = prepare_data(config["dataset"], config["seed"])
-        if classes != config["classes"]:
-            raise ValueError(f"{args.checkpoint}: the checkpoint has {config['classes']} "
-                             f"classes, the {config['dataset']} data has {classes}")
-        in_features = test_set.tensors[0].shape[1]
-        model = build_mlp(in_features, config["hidden"], classes, config["hidden_layers"],
-                          config["dropout"])
-        trainer = Trainer(model, None, CrossEntropyLoss())
-        trainer.load_checkpoint(args.checkpoint)
-    loss, accuracy = trainer.evaluate(DataLoader(test_set, batch_size=256))
-    correct = round(accuracy * len(test_set))
-    print(f"{args.checkpoint}: MLP on {config['dataset']} (hidden {config['hidden']}, "
-          f"seed {config['seed']}), trained {trainer.epoch} epochs")
-    print(f"test accuracy: {accuracy:.2%} ({correct}/{len(test_set)})   test loss {loss:.4f}")
+    path = args.checkpoint
+    if os.path.isdir(path):
+        path = os.path.join(path, "model.npz")
+        if not os.path.exists(path):
+            raise ValueError(f"{args.checkpoint} holds no model.npz (a run folder gets it when "
+                             f"its first epoch ends)")
+    checkpoint = read_checkpoint(path)
+    metadata = checkpoint.get("metadata") or {}
+    config = metadata.get("config")
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: the checkpoint's metadata has no config recording how to "
+                         f"rebuild its model; was it written by 'tinytorch train'?")
+    name = config.get("model", "mlp")         # checkpoints of tinytorch 0.1 have no "model"
+    if not isinstance(name, str) or name not in KINDS:
+        raise ValueError(f"{path}: the checkpoint's config field 'model' must be one of "
+                         f"{', '.join(KINDS)}, got {str(name)[:40]!r}")
+    kind = KINDS[name]
+    config = kind.check_config(config, path)
+    with _reading(path):
+        data = kind.load_data(config)
+        kind.check_data(config, data, path)
+        model = _build(kind, config, data, stored=checkpoint["model"], where=path)
+        model.load_state_dict(checkpoint["model"])
+    kind.evaluate(config, data, model, checkpoint, path)
     return 0
 
 
-def _checkpoint_config(path, checkpoint):
-    """The model and data settings recorded by 'tinytorch train' in a checkpoint, checked.
+def graph(args):
+    """Draw the autograd graph of the default model's loss on one small batch."""
+    import shutil
 
-    Returns the metadata's ``config`` with ``hidden_layers`` and ``dropout`` filled in when
-    absent. Raises ValueError naming ``path`` and the field when a field is missing or of the
-    wrong type or range (a damaged or hand-edited file).
-    """
-    from tinytorch.datasets import DATASETS
+    from tinytorch.viz import draw_graph, to_dot
 
-    metadata = checkpoint.get("metadata", {})
-    config = metadata.get("config") if isinstance(metadata, dict) else None
-    needed = ("dataset", "hidden", "seed", "classes")
-    if not isinstance(config, dict) or any(key not in config for key in needed):
-        raise ValueError(f"{path}: the checkpoint's metadata has no config recording how to "
-                         f"rebuild its model and test split ({', '.join(needed)}); was it "
-                         f"written by 'tinytorch train'?")
-    config = {"hidden_layers": HIDDEN_LAYERS, "dropout": DROPOUT, **config}
+    path = args.out
+    extension = os.path.splitext(path)[1][1:].lower()
+    if extension not in GRAPH_FORMATS:
+        raise UsageError(f"argument --out: cannot draw a graph as {extension or 'a file without an extension'!r}"
+                         f"; give one of .{', .'.join(GRAPH_FORMATS)}")
+    kind = KINDS["mlp"]
+    settings = _settings(kind, argparse.Namespace(dataset=args.dataset, hidden=args.hidden))
+    config = kind.config(settings, seed=0)
+    data = kind.load_data(config)
+    if args.batch_size > len(data.train):
+        raise UsageError(f"argument --batch-size: must be at most {len(data.train)}, the "
+                         f"training samples of {args.dataset}, got {args.batch_size}")
+    model = _build(kind, config, data, usage=True)
+    loss = kind.graph_loss(config, data, model, args.batch_size)
+    folder = os.path.dirname(path)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    if extension not in ("dot", "gv") and shutil.which("dot") is None:
+        path = os.path.splitext(path)[0] + ".dot"
+        print("note: the Graphviz 'dot' program is not installed, so the graph is written "
+              "as DOT text (install graphviz, e.g. apt-get install graphviz, to render it)")
+    if path.endswith((".dot", ".gv")):
+        with open(path, "w") as f:
+            f.write(to_dot(loss, params=model))
+    else:
+        draw_graph(loss, path, params=model)
+    print(f"wrote the graph of the loss of {kind.title} on {args.dataset} to {path}")
+    return 0
 
-    def bad(field, expected):
-        return ValueError(f"{path}: the checkpoint's config field '{field}' must be {expected}, "
-                          f"got {config[field]!r}")
 
-    if not isinstance(config["dataset"], str) or config["dataset"] not in DATASETS:
-        raise bad("dataset", f"one of {', '.join(DATASETS)}")
-    for field, low in (("hidden", 1), ("seed", 0), ("classes", 2), ("hidden_layers", 0)):
-        value = config[field]
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise bad(field, f"an integer >= {low}")
-    dropout = config["dropout"]
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
-            or not 0 <= dropout < 1:
-        raise bad("dropout", "a probability in [0, 1)")
-    return config
+def demo(args):
+    """Fit y = 3x + 2 by gradient descent with autograd, printing the loss as it falls."""
+    import tinytorch as tt
+    from tinytorch.core.training import format_loss
+
+    tt.manual_seed(args.seed)
+    x = tt.rand(64, 1) * 4 - 2
+    y = 3 * x + 2 + 0.05 * tt.randn(64, 1)
+    w = tt.zeros(1, 1, requires_grad=True)
+    b = tt.zeros(1, requires_grad=True)
+    for step in range(args.steps + 1):
+        loss = ((x @ w + b - y) ** 2).mean()
+        loss.backward()
+        with tt.no_grad():
+            w.data -= args.lr * w.grad.data
+            b.data -= args.lr * b.grad.data
+        w.zero_grad()
+        b.zero_grad()
+        if step % max(args.steps // 10, 1) == 0:
+            print(f"step {step:4d}  loss {format_loss(loss.item(), width=10)}")
+    print(f"learned y = {w.item():.3f} x + {b.item():.3f}   (true: y = 3x + 2)")
+    return 0
+
+
+# ----- helpers ----------------------------------------------------------------------------------
+
+_RUN_ORDER = ["model.npz", "history.json", "curves.png"]
+
+
+class Stopped(Exception):
+    """A command stopped early: exit with ``status`` after printing ``message`` on stderr."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+
+
+def _train_options():
+    """{name: Option} of every kind's train options (the first kind's wins for the parser)."""
+    options = {}
+    for kind in KINDS.values():
+        for option in kind.options:
+            options.setdefault(option.name, option)
+    return options
+
+
+def _settings(kind, args):
+    """The values of ``kind``'s options: given ones checked by the kind, defaults otherwise.
+    UsageError for an option of another kind given on the command line."""
+    settings = {}
+    for option in kind.options:
+        value = getattr(args, option.name, None)
+        if value is None:
+            settings[option.name] = option.default_for(settings)
+            continue
+        try:
+            settings[option.name] = option.check(value)
+        except ValueError as error:
+            raise UsageError(f"argument {option.flag}: {error}") from None
+    for name, option in _train_options().items():
+        if name not in settings and getattr(args, name, None) is not None:
+            raise UsageError(f"argument {option.flag}: does not apply to --model {kind.name}")
+    return settings
+
+
+def _build(kind, config, data, stored=None, where=None, usage=False):
+    """The model of ``config``, built only after its size passed the limit and, for a
+    checkpoint, its state shapes matched the ``stored`` arrays."""
+    import tinytorch as tt
+    from tinytorch.cli.kinds import check_state, parameter_count
+
+    shapes = kind.state_shapes(config, data)
+    if stored is not None:
+        check_state(shapes, stored, where)
+    count = parameter_count(shapes)
+    if count > MAX_PARAMETERS:
+        message = (f"the model would have {count:,} parameters, more than the limit of "
+                   f"{MAX_PARAMETERS:,}")
+        raise UsageError(message) if usage else ValueError(f"{where}: {message}")
+    tt.manual_seed(config["seed"])
+    return kind.build(config, data)
 
 
 class _reading:
@@ -205,159 +234,142 @@ class _reading:
         return False
 
 
-def plot_curves(history, path, title=""):
-    """Save loss and accuracy curves per epoch to ``path``; False when matplotlib is missing."""
+def _silence_stdout():
+    """After a broken pipe: point stdout at /dev/null, so that Python's final flush is quiet."""
     try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        return False
-    figure = Figure(figsize=(10, 4), layout="constrained")
-    loss_axes, accuracy_axes = figure.subplots(1, 2)
-    epochs = history["epoch"]
-    for split in ("train", "val"):
-        if history[f"{split}_loss"]:
-            loss_axes.plot(epochs, history[f"{split}_loss"], marker=".", label=split)
-            accuracy_axes.plot(epochs, np.array(history[f"{split}_accuracy"]) * 100,
-                               marker=".", label=split)
-    loss_axes.set(xlabel="epoch", ylabel="cross-entropy loss", yscale="log", title="loss")
-    accuracy_axes.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-    for axes in (loss_axes, accuracy_axes):
-        axes.grid(alpha=0.3)
-        axes.legend()
-    figure.suptitle(title)
-    figure.savefig(path, dpi=100)
-    return True
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        pass
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass                                    # not a real file (e.g. captured by a test)
 
 
-def graph(args):
-    """Draw the autograd graph of the default model's loss on one small batch."""
-    import shutil
-
-    from tinytorch.core.losses import CrossEntropyLoss
-    from tinytorch.core.tensor import manual_seed
-    from tinytorch.viz import draw_graph, to_dot
-
-    (train_set, _, _), classes, (mean, _) = prepare_data(args.dataset, seed=0)
-    manual_seed(0)
-    model = build_mlp(mean.size, args.hidden, classes)
-    inputs, targets = train_set[np.arange(args.batch_size)]
-    loss = CrossEntropyLoss()(model(inputs), targets)
-    path = args.out
-    if path.endswith((".dot", ".gv")) or shutil.which("dot") is None:
-        if not path.endswith((".dot", ".gv")):
-            path = os.path.splitext(path)[0] + ".dot"
-            print("note: the Graphviz 'dot' program is not installed, so the graph is written "
-                  "as DOT text (install graphviz, e.g. apt-get install graphviz, to render it)")
-        with open(path, "w") as f:
-            f.write(to_dot(loss, params=model))
-    else:
-        draw_graph(loss, path, params=model)
-    print(f"wrote the graph of the loss of an MLP on {args.dataset} to {path}")
-    return 0
-
-
-def demo(args):
-    """Fit y = 3x + 2 by gradient descent with autograd, printing the loss as it falls."""
-    import tinytorch as tt
-
-    tt.manual_seed(args.seed)
-    x = tt.rand(64, 1) * 4 - 2
-    y = 3 * x + 2 + 0.05 * tt.randn(64, 1)
-    w = tt.zeros(1, 1, requires_grad=True)
-    b = tt.zeros(1, requires_grad=True)
-    for step in range(args.steps + 1):
-        loss = ((x @ w + b - y) ** 2).mean()
-        loss.backward()
-        with tt.no_grad():
-            w.data -= args.lr * w.grad.data
-            b.data -= args.lr * b.grad.data
-        w.zero_grad()
-        b.zero_grad()
-        if step % max(args.steps // 10, 1) == 0:
-            print(f"step {step:4d}  loss {loss.item():.6f}")
-    print(f"learned y = {w.item():.3f} x + {b.item():.3f}   (true: y = 3x + 2)")
-    return 0
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Warnings in one line, without the source path and line Python shows by default."""
+    print(f"tinytorch: warning: {' '.join(str(message).split())}", file=sys.stderr)
 
 
 # ----- argument parsing ------------------------------------------------------------------------
 
-def _positive(kind):
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}")
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-        return value
-    parse.__name__ = f"positive {kind.__name__}"
-    return parse
+class _Parser(argparse.ArgumentParser):
+    """argparse, with usage errors in one line (the full usage is in --help)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} "
+                     f"(see '{self.prog} --help')\n")
 
 
 def build_parser():
+    from tinytorch import __version__
     from tinytorch.datasets import DATASETS
 
-    parser = argparse.ArgumentParser(prog="tinytorch", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="tinytorch", description=DESCRIPTION,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"tinytorch {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = commands.add_parser("train", help="train an MLP classifier and report its test accuracy",
-                            description="Train an MLP (two hidden ReLU layers, dropout 0.1) on "
-                                        "a 70/10/20 train/val/test split, print one line per "
-                                        "epoch and the test accuracy, and write model.npz, "
-                                        "history.json and curves.png to --out.")
-    p.add_argument("--dataset", choices=DATASETS, default="digits",
-                   help="data to learn (default: digits, the bundled 8x8 handwritten digits)")
-    p.add_argument("--hidden", type=_positive(int), default=128,
-                   help="units in each hidden layer (default: 128)")
-    p.add_argument("--epochs", type=_positive(int), default=30,
-                   help="passes over the training split (default: 30)")
-    p.add_argument("--lr", type=_positive(float), default=None,
-                   help="peak learning rate, annealed by a cosine schedule to lr/20 "
-                        "(default: 0.002 for adam/adamw, 0.05 for sgd)")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam",
-                   help="adam, adamw, or sgd with momentum 0.9 (default: adam)")
-    p.add_argument("--batch-size", type=_positive(int), default=32,
-                   help="samples per optimizer step (default: 32)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seeds the split, the initial weights and the shuffling (default: 0)")
-    p.add_argument("--out", default=None,
-                   help="directory for model.npz, history.json, curves.png "
-                        "(default: runs/<timestamp>)")
+    p = commands.add_parser(
+        "train", help="train a model and report its test accuracy",
+        description="Train a model (by default an MLP with two hidden ReLU layers and dropout "
+                    "0.1) on a 70/10/20 train/val/test split, print one line per epoch and the "
+                    "test accuracy, and write model.npz and history.json (after every epoch) "
+                    "and curves.png to a run folder. Ctrl-C stops at once and keeps the last "
+                    "completed epoch; training that diverges (NaN or infinity) stops with an "
+                    "error and keeps the last good epoch.")
+    p.add_argument("--model", choices=list(KINDS), default=next(iter(KINDS)),
+                   help="the kind of model: " + "; ".join(f"{kind.name}, {kind.summary}"
+                                                          for kind in KINDS.values())
+                        + f" (default: {next(iter(KINDS))})")
+    for name, option in _train_options().items():
+        users = [kind.name for kind in KINDS.values() if name in
+                 {o.name for o in kind.options}]
+        option.add_to(p, "" if len(users) == len(KINDS) else f" ({', '.join(users)} only)",
+                      unset=True)
+    SEED.add_to(p)
+    p.add_argument("--out", metavar="DIR", default=None,
+                   help="folder for the run's files; refused if it holds a run already, unless "
+                        "--overwrite is given (default: a new folder runs/<date>-<time>)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="let --out replace the run it holds (once this run saves its first "
+                        "epoch)")
     p.set_defaults(run=train)
 
-    p = commands.add_parser("evaluate", help="reload a checkpoint and report its test accuracy")
-    p.add_argument("checkpoint", help="a model.npz written by 'tinytorch train'")
+    p = commands.add_parser(
+        "evaluate", help="reload a checkpoint and report its test accuracy",
+        description="Rebuild the model and the test split recorded in a checkpoint written by "
+                    "'tinytorch train', and print its test accuracy. The checkpoint is checked "
+                    "(types, sizes, consistency with its weights) before anything is built.")
+    p.add_argument("checkpoint", metavar="RUN",
+                   help="a run folder (its model.npz is read) or a model.npz")
     p.set_defaults(run=evaluate)
 
-    p = commands.add_parser("graph", help="draw the autograd graph of the default model's loss")
-    p.add_argument("--out", default="graph.svg",
-                   help="file to write: .svg/.png/.pdf need Graphviz's dot, .dot is plain text "
-                        "(default: graph.svg; written as .dot when dot is missing)")
-    p.add_argument("--dataset", choices=DATASETS, default="digits")
-    p.add_argument("--hidden", type=_positive(int), default=128)
-    p.add_argument("--batch-size", type=_positive(int), default=8)
+    p = commands.add_parser(
+        "graph", help="draw the autograd graph of the default model's loss",
+        description="Draw the autograd graph (ops, shapes, parameter names) of the loss of an "
+                    "MLP on one small batch. Images need Graphviz's 'dot' program; without it "
+                    "the graph is written as DOT text.")
+    p.add_argument("--out", default="graph.svg", metavar="FILE",
+                   help=f"file to write, its type from its extension: "
+                        f".{', .'.join(GRAPH_FORMATS[:-2])} (rendered by Graphviz) or .dot, .gv "
+                        f"(DOT text); missing folders are created (default: graph.svg)")
+    Option("dataset", str, "digits", "data the loss is computed on",
+           choices=DATASETS).add_to(p)
+    Option("hidden", int, 128, "units in each of the two hidden layers",
+           low=1, high=4096).add_to(p)
+    Option("batch_size", int, 8, "samples in the batch (at most the training split)",
+           low=1, high=65_536).add_to(p)
     p.set_defaults(run=graph)
 
-    p = commands.add_parser("demo", help="fit y = 3x + 2 with autograd and print the loss")
-    p.add_argument("--steps", type=_positive(int), default=200)
-    p.add_argument("--lr", type=_positive(float), default=0.1)
-    p.add_argument("--seed", type=int, default=0)
+    p = commands.add_parser(
+        "demo", help="fit y = 3x + 2 with autograd and print the loss",
+        description="Fit y = 3x + 2 to 64 noisy points by plain gradient descent on two "
+                    "tensors with requires_grad, printing the loss as it falls.")
+    Option("steps", int, 200, "gradient-descent steps", low=1, high=1_000_000).add_to(p)
+    Option("lr", float, 0.1, "learning rate", low=0, low_open=True).add_to(p)
+    SEED.add_to(p)
     p.set_defaults(run=demo)
     return parser
 
 
+@functools.cache
+def _parser():
+    return build_parser()
+
+
 def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
     try:
-        return args.run(args)
-    except (ValueError, OSError) as error:
-        print(f"tinytorch: error: {' '.join(str(error).splitlines())}", file=sys.stderr)
+        args = _parser().parse_args(argv)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            import numpy as np
+            with np.errstate(all="ignore"):    # non-finite results are reported, not warned
+                status = args.run(args)
+        sys.stdout.flush()
+        return status
+    except UsageError as error:
+        command = f"tinytorch {args.command}"
+        print(f"{command}: error: {error} (see '{command} --help')", file=sys.stderr)
         return 2
+    except Stopped as stop:
+        print(f"tinytorch: {stop}", file=sys.stderr)
+        return stop.status
     except KeyboardInterrupt:
         print("tinytorch: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        _silence_stdout()
+        return 1
+    except (ValueError, OSError) as error:
+        print(f"tinytorch: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("tinytorch: error: out of memory", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
