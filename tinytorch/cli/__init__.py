@@ -102,8 +102,9 @@ def graph(args):
     path = args.out
     extension = os.path.splitext(path)[1][1:].lower()
     if extension not in GRAPH_FORMATS:
-        raise UsageError(f"argument --out: cannot draw a graph as {extension or 'a file without an extension'!r}"
-                         f"; give one of .{', .'.join(GRAPH_FORMATS)}")
+        kind = f"a .{extension} file" if extension else "a file without an extension"
+        raise UsageError(f"argument --out: cannot draw a graph as {kind}; give one of "
+                         f".{', .'.join(GRAPH_FORMATS)}")
     kind = KINDS["mlp"]
     settings = _settings(kind, argparse.Namespace(dataset=args.dataset, hidden=args.hidden))
     config = kind.config(settings, seed=0)
@@ -353,23 +354,26 @@ def main(argv=None):
         return status
     except UsageError as error:
         command = f"tinytorch {args.command}"
-        print(f"{command}: error: {error} (see '{command} --help')", file=sys.stderr)
-        return 2
+        return _fail(2, f"{command}: error: {error} (see '{command} --help')")
     except Stopped as stop:
-        print(f"tinytorch: {stop}", file=sys.stderr)
-        return stop.status
+        return _fail(stop.status, f"tinytorch: {stop}")
     except KeyboardInterrupt:
-        print("tinytorch: interrupted", file=sys.stderr)
-        return 130
+        return _fail(130, "tinytorch: interrupted")
     except BrokenPipeError:
         _silence_stdout()
         return 1
     except (ValueError, OSError) as error:
-        print(f"tinytorch: error: {' '.join(str(error).split())}", file=sys.stderr)
-        return 1
+        return _fail(1, f"tinytorch: error: {error}")
     except MemoryError:
-        print("tinytorch: error: out of memory", file=sys.stderr)
-        return 1
+        return _fail(1, "tinytorch: error: out of memory")
+
+
+def _fail(status, message):
+    """Print ``message`` on one line of stderr, with characters that are not printable (e.g.
+    from a hostile file's entry names) escaped; return ``status``."""
+    text = " ".join(str(message).split())
+    print("".join(c if c.isprintable() else ascii(c)[1:-1] for c in text), file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

@@ -60,7 +60,8 @@ class Option:
         if self._valid(value):
             return value
         text = repr(value)
-        raise ValueError(f"must be {self.expected}, got {text if len(text) <= 40 else text[:37] + '...'}")
+        text = text if len(text) <= 40 else text[:37] + "..."      # values from files may be huge
+        raise ValueError(f"must be {self.expected}, got {text}")
 
     def _valid(self, value):
         if self.kind is str:

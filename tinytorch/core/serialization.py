@@ -17,6 +17,7 @@ import json
 import math
 import os
 import stat
+import sys
 import warnings
 import zipfile
 
@@ -70,10 +71,17 @@ def _load(path, what):
         raise ValueError(f"{path}: not a {what} (an .npz archive without the '{_META}' entry; "
                          f"its entries: {', '.join(sorted(entries)[:5]) or 'none'})")
     meta = entries.pop(_META)
-    if meta.dtype.kind != "U" or meta.ndim != 0:
-        raise ValueError(f"{path}: not a {what} (its '{_META}' entry is not a text)")
     try:
-        meta = json.loads(str(meta))
+        if meta.ndim != 0:
+            raise UnicodeError
+        # decoded by hand: NumPy's str() fails with SystemError on invalid code points
+        big = meta.dtype.byteorder == ">" or (meta.dtype.byteorder == "=" and
+                                               sys.byteorder == "big")
+        text = meta.tobytes().decode("utf-32-be" if big else "utf-32-le").rstrip("\0")
+    except UnicodeError:
+        raise ValueError(f"{path}: not a {what} (its '{_META}' entry is not a text)") from None
+    try:
+        meta = json.loads(text)
     except RecursionError:
         raise ValueError(f"{path}: not a {what} (its '{_META}' entry is nested too "
                          f"deeply)") from None
