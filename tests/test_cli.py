@@ -1,13 +1,17 @@
-"""The ``tinytorch`` command: train, evaluate, determinism, and one-line errors."""
+"""The ``tinytorch`` command: train, evaluate, graph, demo, help, and one-line errors."""
 
+import argparse
 import importlib.util
 import json
-import subprocess
+import os
+import stat
 import sys
 
 import pytest
 
-from tinytorch.cli import main
+import tinytorch
+from cli_helpers import cli_env, one_line_error, run_cli, strict_json
+from tinytorch.cli import build_parser, main
 
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 
@@ -24,7 +28,7 @@ def test_train_writes_checkpoint_history_and_curves(tmp_path, capsys):
     stdout = capsys.readouterr().out
     assert code == 0
     assert (out / "model.npz").is_file()
-    history = json.loads((out / "history.json").read_text())
+    history = strict_json(out / "history.json")
     for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr"):
         assert len(history[key]) == 3, key
     assert 0.0 <= history["test_accuracy"] <= 1.0
@@ -122,11 +126,9 @@ def test_evaluate_corrupt_file_is_a_one_line_error(tmp_path, capsys):
 
 
 def test_console_entry_point_reports_errors_without_traceback(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "tinytorch", "evaluate",
-                             str(tmp_path / "nothing.npz")], capture_output=True, text=True)
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    result = run_cli("evaluate", tmp_path / "nothing.npz")
+    assert result.returncode == 1
+    assert "nothing.npz" in one_line_error(result.stderr, "tinytorch: error:")
 
 
 def test_demo_still_runs(capsys):
@@ -234,3 +236,222 @@ def test_evaluate_keeps_the_traceback_of_errors_not_caused_by_the_file(
     monkeypatch.setattr(Trainer, "evaluate", broken)
     with pytest.raises(TypeError, match="a bug"):
         main(["evaluate", str(trained_checkpoint)])
+
+
+# ----- bad option values: one line, status 2, the option named ---------------------------------
+
+@pytest.mark.parametrize("argv, words", [
+    (["train", "--lr", "inf"], ["--lr", "finite"]),
+    (["train", "--lr", "nan"], ["--lr", "finite"]),
+    (["train", "--lr", "0"], ["--lr", "> 0"]),
+    (["train", "--seed", "-1"], ["--seed", "from 0 to"]),
+    (["train", "--seed", str(2 ** 32)], ["--seed"]),
+    (["train", "--hidden", "10000000"], ["--hidden", "from 1 to 4096"]),
+    (["train", "--hidden", "abc"], ["--hidden", "expected an int"]),
+    (["train", "--epochs", "1.5"], ["--epochs", "an int"]),
+    (["train", "--batch-size", "0"], ["--batch-size"]),
+    (["graph", "--batch-size", "100000"], ["--batch-size"]),
+    (["graph", "--batch-size", "5000"], ["--batch-size", "1258"]),
+    (["graph", "--out", "graph.xyz"], ["--out", ".xyz", ".svg"]),
+    (["graph", "--out", "graph"], ["--out", "without an extension"]),
+    (["demo", "--lr", "inf"], ["--lr"]),
+    (["demo", "--steps", "0"], ["--steps"]),
+])
+def test_a_bad_option_value_is_a_one_line_usage_error_naming_it(argv, words, capsys,
+                                                                  tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    try:
+        status = main(argv)
+    except SystemExit as exit_info:
+        status = exit_info.code
+    assert status == 2
+    line = one_line_error(capsys.readouterr().err, f"tinytorch {argv[0]}: error:")
+    for word in words:
+        assert word in line, f"{word!r} not in: {line}"
+    assert os.listdir(tmp_path) == [], "nothing is written"
+
+
+def test_a_huge_hidden_size_is_refused_by_the_real_command_before_allocating():
+    result = run_cli("train", "--hidden", "10000000")
+    assert result.returncode == 2
+    assert "--hidden" in one_line_error(result.stderr, "tinytorch train: error:")
+
+
+def test_an_option_of_another_model_kind_is_refused(monkeypatch):
+    import tinytorch.cli as cli
+    from tinytorch.cli.options import Option
+
+    class Other(ToyLinear):
+        name = "other"
+        options = ToyLinear.options + (Option("steps", int, 100, "steps", low=1),)
+    monkeypatch.setitem(cli.KINDS, "other", Other())
+    args = argparse.Namespace(dataset=None, epochs=None, optimizer=None, lr=None,
+                              batch_size=None, hidden=None, steps=5)
+    with pytest.raises(cli.UsageError, match="--steps: does not apply to --model mlp"):
+        cli._settings(cli.KINDS["mlp"], args)
+    assert cli._settings(cli.KINDS["other"], args)["steps"] == 5
+
+
+# ----- help and small conveniences ------------------------------------------------------------
+
+def test_version_prints_the_package_version():
+    result = run_cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"tinytorch {tinytorch.__version__}"
+
+
+def _subparsers(parser):
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices
+
+
+def test_every_command_has_a_description_and_every_option_a_help_text():
+    commands = _subparsers(build_parser())
+    assert set(commands) == {"train", "evaluate", "graph", "demo"}
+    for name, parser in commands.items():
+        assert parser.description and len(parser.description) > 40, name
+        for action in parser._actions:
+            assert action.help and action.help.strip(), f"{name} {action.option_strings}"
+
+
+def test_the_top_level_help_shows_no_rest_markup(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    for markup in ("``", ":func:", ":class:", ":mod:", ":meth:", ">>>"):
+        assert markup not in text, markup
+    for command in ("train", "evaluate", "graph", "demo"):
+        assert f"tinytorch {command}" in text
+
+
+def test_messages_say_an_int_and_1_epoch(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--epochs", "x"])
+    assert "expected an int, got 'x'" in capsys.readouterr().err
+    code, out = _train(tmp_path, "--epochs", "1")
+    assert code == 0 and ", 1 epoch, seed" in capsys.readouterr().out
+    assert main(["evaluate", str(out)]) == 0
+    assert "trained 1 epoch\n" in capsys.readouterr().out
+
+
+def test_evaluate_finds_model_npz_in_a_run_folder(tmp_path, capsys):
+    code, out = _train(tmp_path)
+    recorded = strict_json(out / "history.json")["test_accuracy"]
+    capsys.readouterr()
+    assert main(["evaluate", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert f"test accuracy: {recorded:.2%}" in text and "trained 3 epochs" in text
+
+
+def test_evaluate_of_a_folder_without_a_checkpoint_is_a_one_line_error(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path)]) == 1
+    assert "holds no model.npz" in one_line_error(capsys.readouterr().err, "tinytorch: error:")
+
+
+def test_graph_creates_missing_folders(tmp_path, capsys, monkeypatch):
+    import shutil
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert main(["graph", "--out", str(tmp_path / "new" / "dir" / "g.dot"), "--hidden", "4"]) == 0
+    assert (tmp_path / "new" / "dir" / "g.dot").read_text().startswith("digraph")
+
+
+FAKE_DOT = """#!/bin/sh
+# A stand-in for Graphviz's dot: 'dot -Tsvg -o FILE' copies the DOT text on stdin to FILE.
+while [ $# -gt 0 ]; do
+  case "$1" in -T*) format="${1#-T}";; -o) shift; out="$1";; esac
+  shift
+done
+[ -n "$FAIL" ] && { echo "Error: <stdin>: syntax error in line 1" >&2; exit 1; }
+cat > "$out"
+"""
+
+
+@pytest.fixture
+def fake_graphviz(tmp_path):
+    """An environment whose PATH has a fake 'dot' first (Graphviz itself may be missing)."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    (folder / "dot").write_text(FAKE_DOT)
+    (folder / "dot").chmod(stat.S_IRWXU)
+    return cli_env(PATH=f"{folder}{os.pathsep}{os.environ.get('PATH', '')}")
+
+
+def test_graph_with_graphviz_renders_into_missing_folders(tmp_path, fake_graphviz):
+    path = tmp_path / "out" / "sub" / "graph.svg"
+    result = run_cli("graph", "--out", path, "--hidden", "4", env=fake_graphviz)
+    assert result.returncode == 0, result.stderr
+    assert path.read_text().startswith("digraph"), "the fake dot got the graph's DOT text"
+
+
+@pytest.mark.parametrize("out, status, words", [
+    ("graph.xyz", 2, ["cannot draw a graph as a .xyz file"]),
+    ("graph.svg", 1, ["Graphviz", "syntax error"]),
+])
+def test_graph_with_graphviz_reports_failures_in_one_line(tmp_path, fake_graphviz, out, status,
+                                                          words):
+    result = run_cli("graph", "--out", tmp_path / out, "--hidden", "4",
+                     env={**fake_graphviz, "FAIL": "1"})
+    assert result.returncode == status
+    line = one_line_error(result.stderr)
+    for word in words:
+        assert word in line, line
+
+
+# ----- a new model kind plugs in --------------------------------------------------------------
+
+from tinytorch.cli.kinds import (  # noqa: E402  (the example kind below)
+    BATCH_SIZE, EPOCHS, LR, OPTIMIZER, ClassifierKind, dataset_option,
+)
+
+
+class ToyLinear(ClassifierKind):
+    """The smallest model kind: softmax regression (one Linear layer)."""
+
+    name = "linear"
+    title = "a linear classifier"
+    summary = "softmax regression"
+    options = (dataset_option(), EPOCHS, OPTIMIZER, LR, BATCH_SIZE)
+
+    def state_shapes(self, config, data):
+        return {"weight": (data.features, data.classes), "bias": (data.classes,)}
+
+    def build(self, config, data):
+        from tinytorch.core.layers import Linear
+        return Linear(data.features, data.classes)
+
+    def sizes(self, config, data):
+        return f"{data.features}-{data.classes}"
+
+
+@pytest.fixture
+def with_toy_kind(monkeypatch):
+    import tinytorch.cli as cli
+
+    monkeypatch.setitem(cli.KINDS, "linear", ToyLinear())
+    cli._parser.cache_clear()
+    yield
+    cli._parser.cache_clear()
+
+
+def test_a_new_model_kind_trains_and_evaluates_through_the_command_line(
+        with_toy_kind, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--model", "linear", "--dataset", "moons", "--epochs", "2",
+                 "--out", str(out)]) == 0
+    assert "training a linear classifier 2-2 on moons" in capsys.readouterr().out
+    assert strict_json(out / "history.json")["config"]["model"] == "linear"
+    assert main(["evaluate", str(out)]) == 0
+    assert "a linear classifier 2-2 on moons" in capsys.readouterr().out
+    assert main(["train", "--model", "linear", "--hidden", "8",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "--hidden: does not apply to --model linear" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("hidden_layers, dropout", [(0, 0.1), (1, 0.0), (2, 0.1), (3, 0.5)])
+def test_mlp_state_shapes_match_the_built_model_without_building_it(hidden_layers, dropout):
+    from tinytorch.cli.kinds import MLP, prepare_data
+
+    kind, data = MLP(), prepare_data("moons", seed=0)
+    config = {"hidden": 5, "hidden_layers": hidden_layers, "dropout": dropout}
+    built = {name: array.shape for name, array in kind.build(config, data).state_dict().items()}
+    assert kind.state_shapes(config, data) == built

@@ -125,7 +125,10 @@ def graph(args):
         with open(path, "w") as f:
             f.write(to_dot(loss, params=model))
     else:
-        draw_graph(loss, path, params=model)
+        try:
+            draw_graph(loss, path, params=model)
+        except RuntimeError as error:           # Graphviz's dot failed
+            raise Stopped(1, f"error: {error}") from None
     print(f"wrote the graph of the loss of {kind.title} on {args.dataset} to {path}")
     return 0
 
