@@ -455,3 +455,37 @@ def test_mlp_state_shapes_match_the_built_model_without_building_it(hidden_layer
     config = {"hidden": 5, "hidden_layers": hidden_layers, "dropout": dropout}
     built = {name: array.shape for name, array in kind.build(config, data).state_dict().items()}
     assert kind.state_shapes(config, data) == built
+
+
+# ----- the real command's exit statuses -----------------------------------------------------------
+
+@pytest.mark.parametrize("argv, status", [
+    ([], 2),
+    (["train", "--lr", "nan"], 2),
+    (["train", "--seed", "-1"], 2),
+    (["graph", "--batch-size", "100000"], 2),
+    (["evaluate", "{tmp}/notes.npz"], 1),
+    (["train", "--epochs", "1", "--out", "{tmp}/notes.npz/run"], 1),
+])
+def test_the_real_command_exits_2_for_usage_and_1_for_other_failures(tmp_path, argv, status):
+    (tmp_path / "notes.npz").write_text("not a checkpoint\n")
+    result = run_cli(*(arg.format(tmp=tmp_path) for arg in argv), cwd=tmp_path)
+    assert result.returncode == status
+    one_line_error(result.stderr)
+    assert sorted(os.listdir(tmp_path)) == ["notes.npz"], "nothing is written"
+
+
+def test_warnings_are_shown_in_one_line_without_a_source_path(tmp_path, capsys, monkeypatch):
+    import warnings
+
+    from tinytorch.cli.kinds import MLP
+
+    describe = MLP.describe
+
+    def warning_describe(self, config, data):
+        warnings.warn("something odd\nhappened", RuntimeWarning)
+        return describe(self, config, data)
+    monkeypatch.setattr(MLP, "describe", warning_describe)
+    assert _train(tmp_path)[0] == 0
+    err = capsys.readouterr().err
+    assert err == "tinytorch: warning: something odd happened\n"
