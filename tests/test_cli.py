@@ -2,7 +2,6 @@
 
 import argparse
 import importlib.util
-import json
 import os
 import stat
 import sys
@@ -55,7 +54,7 @@ def test_train_without_matplotlib_skips_the_curves_with_a_note(tmp_path, capsys,
 def test_evaluate_reproduces_the_recorded_test_accuracy(tmp_path, capsys):
     code, out = _train(tmp_path)
     assert code == 0
-    recorded = json.loads((out / "history.json").read_text())["test_accuracy"]
+    recorded = strict_json(out / "history.json")["test_accuracy"]
     capsys.readouterr()
     assert main(["evaluate", str(out / "model.npz")]) == 0
     assert f"test accuracy: {recorded:.2%}" in capsys.readouterr().out
@@ -66,7 +65,7 @@ def test_same_seed_gives_the_same_run_and_another_seed_does_not(tmp_path):
     for name, seed in (("a", "7"), ("b", "7"), ("c", "8")):
         code, out = _train(tmp_path, "--seed", seed, name=name)
         assert code == 0
-        runs.append(json.loads((out / "history.json").read_text()))
+        runs.append(strict_json(out / "history.json"))
     a, b, c = runs
     for key in ("train_loss", "val_loss", "val_accuracy", "test_accuracy"):
         assert a[key] == b[key], key
@@ -78,15 +77,13 @@ def test_train_on_other_datasets_with_other_optimizers(tmp_path, dataset):
     code, out = _train(tmp_path, "--dataset", dataset, "--optimizer", "sgd", "--lr", "0.05",
                        "--batch-size", "64")
     assert code == 0
-    config = json.loads((out / "history.json").read_text())["config"]
+    config = strict_json(out / "history.json")["config"]
     assert (config["dataset"], config["optimizer"], config["lr"], config["batch_size"]) == \
            (dataset, "sgd", 0.05, 64)
 
 
-def test_default_train_reaches_97_percent_on_digits(tmp_path, capsys):
-    out = tmp_path / "digits"
-    assert main(["train", "--out", str(out)]) == 0
-    history = json.loads((out / "history.json").read_text())
+def test_default_train_reaches_97_percent_on_digits(default_digits_run):
+    history = strict_json(default_digits_run / "history.json")
     assert history["config"]["dataset"] == "digits"
     assert history["test_accuracy"] >= 0.97, "the main job promises >= 97% test accuracy"
 

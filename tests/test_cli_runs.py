@@ -4,7 +4,6 @@ a failed or refused run leaves nothing behind, a closed pipe ends quietly."""
 import os
 import signal
 import subprocess
-import sys
 import threading
 
 import numpy as np

@@ -33,14 +33,12 @@ def test_readme_example_runs(index, tmp_path, monkeypatch):
     _run_block(index, tmp_path, monkeypatch)
 
 
-def test_training_in_python_reproduces_the_command_number_for_number(tmp_path, monkeypatch,
-                                                                     capsys):
+def test_training_in_python_reproduces_the_command_number_for_number(
+        default_digits_run, tmp_path, monkeypatch):
     from cli_helpers import strict_json
-    from tinytorch.cli import main
 
     example = _run_block(TRAINING_IN_PYTHON, tmp_path, monkeypatch)
-    assert main(["train", "--out", str(tmp_path / "cli")]) == 0
-    cli = strict_json(tmp_path / "cli" / "history.json")
+    cli = strict_json(default_digits_run / "history.json")
     for key in ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr"):
         assert example["history"][key] == cli[key], key
     assert example["test_loss"] == cli["test_loss"]

@@ -23,7 +23,6 @@ arrays, and only then builds the model.
 """
 
 import math
-import os
 from dataclasses import dataclass
 
 import numpy as np
