@@ -499,3 +499,16 @@ def test_losses_have_a_fixed_width_at_any_magnitude(value, text):
     from tinytorch.core.training import format_loss
 
     assert format_loss(value) == text
+
+
+def test_train_step_counts_steps_and_checks_the_loss():
+    from tinytorch.core.training import DivergenceError
+
+    trainer = _diverging_trainer()
+    inputs, targets = next(iter(_loader()))
+    values = [trainer.train_step(inputs, targets) for _ in range(3)]
+    assert trainer.step == 3 and trainer.epoch == 0 and values[2] < values[0]
+    inputs.data[0, 0] = np.nan
+    with np.errstate(invalid="ignore"), pytest.raises(DivergenceError) as info:
+        trainer.train_step(inputs, targets)
+    assert str(info.value) == "training diverged at step 4: the loss is nan"

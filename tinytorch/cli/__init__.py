@@ -85,7 +85,7 @@ def evaluate(args):
     kind = KINDS[name]
     config = kind.check_config(config, path)
     with _reading(path):
-        data = kind.load_data(config)
+        data = kind.load_data(config, checkpoint)
         kind.check_data(config, data, path)
         model = _build(kind, config, data, stored=checkpoint["model"], where=path)
         model.load_state_dict(checkpoint["model"])

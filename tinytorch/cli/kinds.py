@@ -91,8 +91,10 @@ class ModelKind:
         """Options checking config fields the kind adds itself (e.g. the number of classes)."""
         return ()
 
-    def load_data(self, config):
-        """The data the run learns from (any object the kind's other methods understand)."""
+    def load_data(self, config, checkpoint=None):
+        """The data the run learns from (any object the kind's other methods understand).
+        'evaluate' passes the checkpoint read, whose metadata may hold what the data needs
+        (e.g. a tokenizer); its config is already checked."""
         raise NotImplementedError
 
     def check_data(self, config, data, where):
@@ -115,7 +117,9 @@ class ModelKind:
     def train(self, config, data, model, run):
         """Train ``model``, printing progress; call ``run.save(...)`` after each epoch (or
         evaluation interval) so that an interrupted or diverged run keeps its last good state,
-        and at the end. Training stops by exception: KeyboardInterrupt, DivergenceError."""
+        and at the end. Training stops by exception (KeyboardInterrupt, DivergenceError):
+        a :class:`~tinytorch.core.training.Trainer` checks every step, with ``fit`` for epochs
+        or ``train_step`` for a loop that counts steps."""
         raise NotImplementedError
 
     def evaluate(self, config, data, model, checkpoint, path):
@@ -185,7 +189,7 @@ class ClassifierKind(ModelKind):
     def extra_fields(self):
         return (Option("classes", int, None, "", low=2, high=MAX_CLASSES),)
 
-    def load_data(self, config):
+    def load_data(self, config, checkpoint=None):
         return prepare_data(config["dataset"], config["seed"])
 
     def check_data(self, config, data, where):

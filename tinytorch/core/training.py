@@ -109,17 +109,19 @@ clip_grad_norm_ = clip_grad_norm
 class DivergenceError(FloatingPointError):
     """Training stopped: the loss, a gradient or the optimizer's state became NaN or infinite.
 
-    ``epoch`` (counted from 1) and ``batch`` (the batch of that epoch, from 1) locate the step,
-    ``step`` counts optimizer steps over the whole training (from 1, the failing one included),
-    ``what`` says which value, e.g. ``"the loss is nan"``. Raised by :class:`Trainer` before the
-    failing step changes the model when the loss or a gradient is at fault; a non-finite
-    optimizer state is seen after the step, so reload the last checkpoint to go on.
+    ``epoch`` (counted from 1) and ``batch`` (the batch of that epoch, from 1; None for
+    :meth:`Trainer.train_step`) locate the step, ``step`` counts optimizer steps over the whole
+    training (from 1, the failing one included), ``what`` says which value, e.g. ``"the loss is
+    nan"``. Raised by :class:`Trainer` before the failing step changes the model when the loss
+    or a gradient is at fault; a non-finite optimizer state is seen after the step, so reload
+    the last checkpoint to go on.
     """
 
     def __init__(self, epoch, step, batch, what):
         self.epoch, self.step, self.batch, self.what = epoch, step, batch, what
-        super().__init__(f"training diverged in epoch {epoch} at step {step} (batch {batch} "
-                         f"of the epoch): {what}")
+        where = (f"in epoch {epoch} at step {step} (batch {batch} of the epoch)"
+                 if batch is not None else f"at step {step}")
+        super().__init__(f"training diverged {where}: {what}")
 
 
 class Trainer:
@@ -175,12 +177,8 @@ class Trainer:
         self.optimizer.zero_grad()
         total_loss, correct, counted, batches, pending = 0.0, 0, 0, 0, 0
         for inputs, targets in dataloader:
-            outputs = self._forward(inputs)
-            loss = self.loss_fn(outputs, targets)
-            value = loss.item()
             batches += 1
-            if self.check_finite and not math.isfinite(value):
-                raise self._diverged(batches, f"the loss is {value}")
+            outputs, loss, value = self._forward_loss(inputs, targets, batches)
             (loss / accumulation_steps if accumulation_steps > 1 else loss).backward()
             pending += 1
             if pending == accumulation_steps:
@@ -199,6 +197,19 @@ class Trainer:
         self.history["learning_rates"].append(getattr(self.optimizer, "lr", None))
         self.epoch += 1
         return mean_loss
+
+    def train_step(self, inputs, targets):
+        """One optimizer step on one batch (forward, loss, backward, update), with the checks
+        of ``check_finite``; returns the loss as a float.
+
+        For loops that count steps rather than epochs (the learning rate is left to the
+        caller); ``self.step`` counts the steps, ``self.epoch`` and the history are unchanged.
+        """
+        self._set_training(True)
+        _, loss, value = self._forward_loss(inputs, targets, batch=None)
+        loss.backward()
+        self._update(batch=None)
+        return value
 
     def evaluate(self, dataloader):
         """Loss and accuracy over ``dataloader`` without changing the model: ``(loss, accuracy)``.
@@ -322,8 +333,18 @@ class Trainer:
         else:
             self.model.training = mode
 
+    def _forward_loss(self, inputs, targets, batch):
+        """``(outputs, loss, loss value)`` of one batch; DivergenceError for a non-finite loss
+        (``batch``: the batch's number in its epoch, for the message, or None)."""
+        outputs = self._forward(inputs)
+        loss = self.loss_fn(outputs, targets)
+        value = loss.item()
+        if self.check_finite and not math.isfinite(value):
+            raise self._diverged(batch, f"the loss is {value}")
+        return outputs, loss, value
+
     def _update(self, batch):
-        """One optimizer step (``batch``: the epoch's batches so far, for error messages)."""
+        """One optimizer step (``batch``: the epoch's batches so far, or None, for messages)."""
         if self.grad_clip_norm is not None:
             clip_grad_norm(self.model.parameters(), self.grad_clip_norm)
         if self.check_finite:
