@@ -238,3 +238,23 @@ def test_a_closed_stdout_ends_with_status_1_and_no_traceback(tmp_path, argv):
         assert err == ""
     else:
         assert "output closed" in one_line_error(err, "tinytorch: output closed")
+
+
+def test_one_explicit_out_claimed_at_the_same_moment_goes_to_one_run(tmp_path):
+    from tinytorch.cli.options import UsageError
+
+    results, barrier = [], threading.Barrier(8)
+
+    def claim():
+        barrier.wait()
+        try:
+            results.append(RunFolder.claim(str(tmp_path / "shared")).path)
+        except UsageError as error:
+            results.append(error)
+    threads = [threading.Thread(target=claim) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(isinstance(r, str) for r in results) == 1
+    assert all("already holds a run" in str(r) for r in results if not isinstance(r, str))

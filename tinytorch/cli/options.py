@@ -98,10 +98,12 @@ class Option:
     def add_to(self, parser, help_suffix="", unset=False):
         """Add ``--flag`` to an argparse parser. With ``unset`` its value stays None when the
         flag is not given (the default then comes from :meth:`default_for`)."""
+        limits = "" if self.kind is str else f"; {self.expected}"
         parser.add_argument(self.flag, type=self.parse, choices=self.choices, dest=self.name,
                             default=None if unset or callable(self.default) else self.default,
                             metavar=self.metavar,
-                            help=f"{self.help} (default: {self.default_text}){help_suffix}")
+                            help=f"{self.help}{limits} (default: {self.default_text})"
+                                 f"{help_suffix}")
 
 SEED = Option("seed", int, 0, "seeds the data split, the initial weights and the shuffling",
               low=0, high=2**32 - 1)
