@@ -60,6 +60,8 @@ class RunFolder:
                     continue
                 return cls(path, created + [path], _create_exclusively(path, CLAIM), False)
             raise OSError(errno.EEXIST, f"{base} already holds {_MAX_SUFFIX} runs named {stamp}")
+        if not out:
+            raise UsageError("argument --out: must name a folder, got an empty string")
         if os.path.exists(out) and not os.path.isdir(out):
             raise UsageError(f"argument --out: {out} is a file, not a folder")
         created = _make_parents(out)
