@@ -486,3 +486,14 @@ def test_warnings_are_shown_in_one_line_without_a_source_path(tmp_path, capsys, 
     assert _train(tmp_path)[0] == 0
     err = capsys.readouterr().err
     assert err == "tinytorch: warning: something odd happened\n"
+
+
+def test_evaluate_reads_checkpoints_written_before_model_kinds(trained_checkpoint, tmp_path,
+                                                               capsys):
+    def as_in_version_0_1(checkpoint):        # no "model" field; no fixed sizes recorded
+        for key in ("model", "hidden_layers", "dropout"):
+            del checkpoint["metadata"]["config"][key]
+    path = _rewritten(trained_checkpoint, tmp_path / "old.npz", as_in_version_0_1)
+    capsys.readouterr()
+    assert main(["evaluate", str(path)]) == 0
+    assert "an MLP 2-8-8-2 on moons" in capsys.readouterr().out
