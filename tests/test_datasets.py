@@ -1,12 +1,16 @@
-"""The bundled digits and the 2-D generators: shapes, dtypes, classes, reproducibility."""
+"""The bundled digits, the Shakespeare text and the 2-D generators: shapes, dtypes, classes,
+contents, reproducibility."""
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import tinytorch.datasets as datasets
-from tinytorch.datasets import load_dataset, load_digits, make_moons, make_spirals, make_xor
+from tinytorch.datasets import (
+    load_dataset, load_digits, load_shakespeare, make_moons, make_spirals, make_xor,
+)
 
 GENERATORS = [make_moons, make_spirals, make_xor]
 
@@ -96,3 +100,33 @@ def test_load_dataset_by_name():
     assert X.shape == (50, 2)
     with pytest.raises(ValueError, match="unknown dataset"):
         load_dataset("mnist")
+
+
+# ----- tiny Shakespeare -------------------------------------------------------------------------------
+SHAKESPEARE_MD5 = "6fb458f1232090904fb40fe944165e91"     # /work/shared/data/README.md
+
+
+def test_shakespeare_is_the_documented_text():
+    text = load_shakespeare()
+    assert hashlib.md5(text.encode("utf-8")).hexdigest() == SHAKESPEARE_MD5
+    assert len(text) == 1_115_394 and len(set(text)) == 65
+    assert text.startswith("First Citizen:\nBefore we proceed any further, hear me speak.")
+
+
+def test_shakespeare_split_is_the_first_90_and_last_10_percent_of_characters():
+    text, train, val = load_shakespeare(), load_shakespeare("train"), load_shakespeare("val")
+    assert train + val == text
+    assert len(train) == 1_003_854 == int(0.9 * 1_115_394)
+    assert len(val) == 111_540
+
+
+def test_shakespeare_rejects_an_unknown_split():
+    with pytest.raises(ValueError, match="'test'"):
+        load_shakespeare("test")
+
+
+def test_shakespeare_ships_compressed_with_its_public_domain_note():
+    data = Path(datasets.__file__).parent / "data"
+    assert (data / "tinyshakespeare.txt.gz").stat().st_size < 450_000, "gzip -9: about 434 kB"
+    note = (data / "LICENSE-shakespeare.txt").read_text()
+    assert "public domain" in note and SHAKESPEARE_MD5 in note

@@ -90,3 +90,22 @@ def test_python_m_pytest_prints_its_passed_line(tmp_path, extra):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(r"^=* ?1 passed", result.stdout, flags=re.M), result.stdout
+
+
+def test_the_sample_output_of_tinytorch_train_matches_a_run(default_digits_run):
+    from cli_helpers import strict_json
+    from tinytorch.core.training import format_loss
+
+    history = strict_json(default_digits_run / "history.json")
+    pattern = (r"epoch +(\d+)/30 \| train loss +(\S+) \| acc +(\S+)% \| val loss +(\S+) \| "
+               r"acc +(\S+)%")
+    lines = re.findall(pattern, TEXT)
+    assert len(lines) >= 4
+    for epoch, train_loss, train_accuracy, val_loss, val_accuracy in lines:
+        i = int(epoch) - 1
+        assert train_loss == format_loss(history["train_loss"][i]).strip(), epoch
+        assert val_loss == format_loss(history["val_loss"][i]).strip(), epoch
+        assert float(train_accuracy) == round(history["train_accuracy"][i] * 100, 2), epoch
+        assert float(val_accuracy) == round(history["val_accuracy"][i] * 100, 2), epoch
+    assert f"test accuracy: {history['test_accuracy']:.2%}" in TEXT
+    assert f"test loss {history['test_loss']:.4f}" in TEXT

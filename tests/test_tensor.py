@@ -247,10 +247,12 @@ def test_number_operand_keeps_the_sign_of_zero_and_nan():
     assert np.all(np.isnan((x + float("nan")).data))
 
 
-def test_number_operands_of_integer_tensors_follow_numpy():
+def test_number_operands_of_integer_tensors_follow_pytorch():
+    """As in PyTorch: an integer tensor with a float number takes the default float dtype."""
     x = Tensor([1, 2, 3], dtype=np.int64)
-    assert (x * 1.0).dtype == np.float64
+    assert (x * 1.0).dtype == np.float32 and (1.5 - x).dtype == np.float32
     assert (x * 1).dtype == np.int64 and (x + 2).dtype == np.int64
+    assert (x / 2).dtype == np.float32 and (x / 2).data.tolist() == [0.5, 1.0, 1.5]
     assert (x * 1.5).data.tolist() == [1.5, 3.0, 4.5]
 
 

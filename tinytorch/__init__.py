@@ -6,6 +6,9 @@
 >>> loss.backward()
 >>> w.grad
 Tensor([  3., -24.], dtype=float32)
+
+As TinyTorch's own package does, the root re-exports every public class and function of
+``tinytorch.core.*``: ``from tinytorch import Tensor, Linear, ReLU, MSELoss, SGD, Trainer``.
 """
 
 from tinytorch.core.tensor import (
@@ -13,21 +16,60 @@ from tinytorch.core.tensor import (
     ones_like, rand, randn, set_default_dtype, stack, tensor, where, zeros, zeros_like,
 )
 from tinytorch.core.autograd import (
-    enable_grad, gradcheck, is_grad_enabled, no_grad, set_grad_enabled,
+    Function, enable_autograd, enable_grad, gradcheck, is_grad_enabled, no_grad,
+    set_grad_enabled,
 )
+from tinytorch.core.activations import (
+    GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Tanh,
+)
+from tinytorch.core.layers import (
+    Dropout, Layer, Linear, Module, Parameter, Sequential, set_training_mode,
+)
+from tinytorch.core.losses import (
+    BCELoss, BCEWithLogitsLoss, BinaryCrossEntropyLoss, CrossEntropyLoss, MSELoss,
+)
+from tinytorch.core.optimizers import SGD, Adam, AdamW, Optimizer
+from tinytorch.core.training import (
+    CosineSchedule, StepSchedule, Trainer, clip_grad_norm, clip_grad_norm_,
+)
+from tinytorch.core.dataloader import DataLoader, Dataset, Subset, TensorDataset, random_split
 from tinytorch.core.serialization import load, save
 from tinytorch.core import (
     activations, dataloader, functional, layers, losses, optimizers, training,
 )
-from tinytorch import autograd
+from tinytorch import autograd, data
 
 __version__ = "0.1.0"
 
 __all__ = [
+    # tensors
     "Tensor", "tensor", "zeros", "ones", "full", "zeros_like", "ones_like", "randn", "rand",
     "arange", "eye", "concatenate", "cat", "stack", "where", "manual_seed",
-    "set_default_dtype", "get_default_dtype", "no_grad", "enable_grad", "set_grad_enabled",
-    "is_grad_enabled", "gradcheck", "save", "load",
-    "activations", "autograd", "dataloader", "functional", "layers", "losses", "optimizers",
-    "training",
+    "set_default_dtype", "get_default_dtype",
+    # autograd
+    "Function", "enable_autograd", "no_grad", "enable_grad", "set_grad_enabled",
+    "is_grad_enabled", "gradcheck",
+    # activations, layers, losses
+    "ReLU", "Sigmoid", "Tanh", "GELU", "Softmax", "LogSoftmax", "LeakyReLU", "SiLU",
+    "Module", "Layer", "Parameter", "Linear", "Dropout", "Sequential", "set_training_mode",
+    "MSELoss", "CrossEntropyLoss", "BinaryCrossEntropyLoss", "BCELoss", "BCEWithLogitsLoss",
+    # optimisation, training, data
+    "Optimizer", "SGD", "Adam", "AdamW",
+    "Trainer", "CosineSchedule", "StepSchedule", "clip_grad_norm", "clip_grad_norm_",
+    "Dataset", "TensorDataset", "Subset", "DataLoader", "random_split",
+    "save", "load",
+    # modules
+    "activations", "autograd", "data", "dataloader", "functional", "layers", "losses",
+    "optimizers", "training",
 ]
+
+# ----- language models (issue 14): tokenizers -----
+from tinytorch.core import tokenization
+from tinytorch.core.tokenization import BPETokenizer, CharTokenizer
+
+__all__ += ["tokenization", "CharTokenizer", "BPETokenizer"]
+
+# ----- the command line (issue 12): the Trainer's divergence error -----
+from tinytorch.core.training import DivergenceError
+
+__all__ += ["DivergenceError"]

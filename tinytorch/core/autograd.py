@@ -78,9 +78,15 @@ def _decorate(func, make_context):
 
 
 class _GradModeContext:
-    """Base for no_grad/enable_grad/set_grad_enabled: a context manager and a decorator."""
+    """Base for no_grad/enable_grad/set_grad_enabled: a context manager and a decorator, with
+    or without parentheses (``@no_grad()`` and ``@no_grad``, as in PyTorch)."""
 
     mode = True
+
+    def __new__(cls, *args, **kwargs):
+        if len(args) == 1 and callable(args[0]) and cls is not set_grad_enabled:
+            return cls()(args[0])                      # @no_grad without parentheses
+        return super().__new__(cls)
 
     def __enter__(self):
         self._previous = _GradMode.enabled
@@ -176,8 +182,8 @@ def _user_stack():
 def _check_finite(node, input_grads):
     """Raise if ``node`` produced a NaN or infinite gradient (anomaly mode)."""
     for i, g in enumerate(input_grads):
-        if g is not None and not np.all(np.isfinite(g.data if isinstance(g, Tensor) else g)):
-            kind = "nan" if np.any(np.isnan(g.data if isinstance(g, Tensor) else g)) else "inf"
+        if g is not None and not np.all(np.isfinite(g._data if isinstance(g, Tensor) else g)):
+            kind = "nan" if np.any(np.isnan(g._data if isinstance(g, Tensor) else g)) else "inf"
             where = getattr(node, "trace", None) or "(unknown: created outside detect_anomaly)\n"
             origin = ""
             if _AnomalyMode.first_nonfinite is not None:
@@ -191,7 +197,7 @@ def _check_finite(node, input_grads):
 def _note_nonfinite_output(node, inputs, out):
     """Remember the first op whose output is NaN/inf while its inputs were finite (anomaly mode)."""
     if _AnomalyMode.first_nonfinite is None and not np.all(np.isfinite(out)):
-        if all(np.all(np.isfinite(x.data)) for x in inputs if isinstance(x, Tensor)):
+        if all(np.all(np.isfinite(x._data)) for x in inputs if isinstance(x, Tensor)):
             _AnomalyMode.first_nonfinite = (type(node).__name__, node.trace)
 
 
@@ -293,13 +299,13 @@ class Function(metaclass=_FunctionType):
         saved = self.saved_tensors
         if len(saved) == 1 and isinstance(saved[0], Tensor):      # the common cases, unrolled
             if self.saves_output:
-                return self.gradient(grad_output, saved[0].data, self.output_data)
-            return self.gradient(grad_output, saved[0].data)
+                return self.gradient(grad_output, saved[0]._data, self.output_data)
+            return self.gradient(grad_output, saved[0]._data)
         if len(saved) == 2 and not self.saves_output:
             a, b = saved
-            return self.gradient(grad_output, a.data if isinstance(a, Tensor) else a,
-                                 b.data if isinstance(b, Tensor) else b)
-        values = [t.data if isinstance(t, Tensor) else t for t in saved]
+            return self.gradient(grad_output, a._data if isinstance(a, Tensor) else a,
+                                 b._data if isinstance(b, Tensor) else b)
+        values = [t._data if isinstance(t, Tensor) else t for t in saved]
         if self.saves_output:
             values.append(self.output_data)
         return self.gradient(grad_output, *values)
@@ -349,7 +355,7 @@ def _apply_custom_function(fn_cls, *inputs):
     node.fn_cls, node.ctx = fn_cls, ctx
     if _AnomalyMode.enabled:
         node.trace = _user_stack()
-    return Tensor._make(out.data, node)
+    return Tensor._make(out._data, node)
 
 
 class _CustomFunctionBackward(Function):
@@ -359,19 +365,10 @@ class _CustomFunctionBackward(Function):
     fresh_gradients = False     # the user's backward may return tensors it also keeps
 
     def gradient(self, grad, *values):
+        """``fn_cls.backward`` on Tensors; the engine checks what it returns."""
         differentiable = isinstance(grad, Tensor)          # create_graph: stay on Tensors
         with set_grad_enabled(differentiable):
-            grads = self.fn_cls.backward(self.ctx, grad if differentiable else Tensor._make(grad))
-        if not isinstance(grads, tuple):
-            grads = (grads,)
-        if len(grads) != len(self.saved_tensors):
-            raise RuntimeError(f"{self.fn_cls.__name__}.backward returned {len(grads)} gradients; "
-                               f"it needs one per forward input ({len(self.saved_tensors)})")
-        return tuple(
-            None if g is None or not need
-            else g if differentiable
-            else g.data if isinstance(g, Tensor) else np.asarray(g)
-            for g, need in zip(grads, self.needs_input_grad))
+            return self.fn_cls.backward(self.ctx, grad if differentiable else Tensor._make(grad))
 
     def __repr__(self):
         return f"<{self.fn_cls.__name__}Backward>"
@@ -411,7 +408,7 @@ def note_inplace(tensor, operation, new_grad_fn=None):
     the nodes that used it before keep sending their gradient to its previous history.
     """
     number = _InplaceLog.last_edit = next(_sequence)
-    storage = _storage(tensor.data)
+    storage = _storage(tensor._data)
     if id(storage) not in _InplaceLog.edits:
         weakref.finalize(storage, _InplaceLog.edits.pop, id(storage), None)
     _InplaceLog.edits[id(storage)] = (number, operation)
@@ -451,7 +448,7 @@ def _check_unmodified(node):
         for i, t in enumerate(node.saved_tensors):
             if not (node.returns_view or node.value_needed(i)):
                 continue
-            edit = _InplaceLog.edits.get(id(_storage(t.data))) if isinstance(t, Tensor) else None
+            edit = _InplaceLog.edits.get(id(_storage(t._data))) if isinstance(t, Tensor) else None
             if edit is not None and edit[0] > node.seq:
                 what = ("its output is a view of its input " if node.returns_view
                         else "it needs the values of its input ")
@@ -461,7 +458,7 @@ def _check_unmodified(node):
                     f"recorded. Use an out-of-place operation (e.g. x = x + y instead of "
                     f"x += y), clone() the tensor first, or make the change after backward().")
     for t in getattr(getattr(node, "ctx", None), "saved_tensors", ()):   # custom Functions
-        edit = _InplaceLog.edits.get(id(_storage(t.data))) if isinstance(t, Tensor) else None
+        edit = _InplaceLog.edits.get(id(_storage(t._data))) if isinstance(t, Tensor) else None
         if edit is not None and edit[0] > node.seq:
             raise RuntimeError(
                 f"{name}: a tensor it saved with ctx.save_for_backward (shape {t.shape}) was "
@@ -477,9 +474,14 @@ def _check_unmodified(node):
 
 
 _FREED_GRAPH_MESSAGE = (
-    "Trying to run backward through the graph a second time, but its saved tensors were "
-    "already freed by the first backward(). Pass retain_graph=True to the first backward() "
-    "call if you need to backward through the graph again.")
+    "Trying to run backward through the graph a second time, but the tensors it saved were "
+    "already released (freed) by the first backward(). Pass retain_graph=True to the first "
+    "backward() call if you need to backward through the graph again.")
+
+
+class ShapeMismatchError(RuntimeError, ValueError):
+    """A gradient given to backward() whose shape is not its tensor's: a RuntimeError, as
+    PyTorch raises, and a ValueError, as TinyTorch raises, so code written for either works."""
 
 
 # ``needs_input_grad`` tuples for one and two inputs, shared rather than built per op: fewer
@@ -499,13 +501,13 @@ def run_op(op, *inputs, **params):
     # this runs for every op, so its overhead is the engine's.
     if len(inputs) == 1:
         x = inputs[0]
-        out = node.forward(x.data, **params) if params else node.forward(x.data)
+        out = node.forward(x._data, **params) if params else node.forward(x._data)
         needs = _YES if x.requires_grad else _NO
     elif len(inputs) == 2:
         a, b = inputs
         a_is_tensor, b_is_tensor = isinstance(a, Tensor), isinstance(b, Tensor)
-        a_value = a.data if a_is_tensor else a
-        b_value = b.data if b_is_tensor else b
+        a_value = a._data if a_is_tensor else a
+        b_value = b._data if b_is_tensor else b
         out = (node.forward(a_value, b_value, **params) if params
                else node.forward(a_value, b_value))
         if a_is_tensor and a.requires_grad:
@@ -513,13 +515,13 @@ def run_op(op, *inputs, **params):
         else:
             needs = _SECOND if b_is_tensor and b.requires_grad else _NEITHER
     else:
-        out = node.forward(*[x.data if isinstance(x, Tensor) else x for x in inputs], **params)
+        out = node.forward(*[x._data if isinstance(x, Tensor) else x for x in inputs], **params)
         needs = tuple([isinstance(x, Tensor) and x.requires_grad for x in inputs])
     if type(out) is not np.ndarray:
         out = np.asarray(out)
     result = Tensor.__new__(Tensor)
-    result.data = out
-    result.grad = None
+    result._data = out
+    result._grad = None
     if True in needs and _GradMode.enabled:
         if _AnomalyMode.enabled:
             node.trace = _user_stack()
@@ -576,7 +578,58 @@ def _accumulate(sinks, key, grad, borrowed):
     elif isinstance(grad, Tensor) or total.grad_fn is not None:
         sinks[key] = total + grad
     else:
-        np.add(total.data, grad, out=total.data)
+        np.add(total._data, grad, out=total._data)
+
+
+def _sum_to_input_shape(node, tensor, grad):
+    """``grad`` summed back to ``tensor``'s shape after broadcasting (see :func:`unbroadcast`).
+
+    Any other shape is a fault of ``node``'s rule, reported as PyTorch does: the op, the input's
+    index and both shapes.
+    """
+    shape, returned = tensor._data.shape, tuple(grad.shape)
+    if grad.ndim >= len(shape):
+        grad = unbroadcast(grad, shape)
+    if grad.shape != shape:
+        index = next(i for i, t in enumerate(node.saved_tensors) if t is tensor)
+        raise RuntimeError(
+            f"{repr(node)[1:-1]} returned a gradient of shape {returned} for input "
+            f"{index}, which has shape {shape}: a gradient must have its input's shape (or a "
+            f"shape the input was broadcast to)")
+    return grad
+
+
+def _checked_gradients(node, grads, create_graph):
+    """What a user-defined rule returned, as one array (a Tensor with ``create_graph``) or None
+    per input. Like PyTorch, refuse a wrong count or type, naming the op and the input."""
+    name = repr(node)[1:-1]
+    if grads is None or isinstance(grads, (np.ndarray, np.generic, Tensor)):
+        grads = (grads,)
+    elif not isinstance(grads, (tuple, list)):
+        raise TypeError(f"{name} returned a {type(grads).__name__}; a gradient rule returns one "
+                        f"gradient (an array, a Tensor or None) per input, in a tuple")
+    count = len(node.saved_tensors)
+    if len(grads) != count:
+        raise RuntimeError(f"{name} returned {len(grads)} gradient(s) for {count} input(s); it "
+                           f"must return one per input (None for an input without a gradient)")
+    checked = []
+    for i, (g, needed) in enumerate(zip(grads, node.needs_input_grad)):
+        if g is None or not needed:
+            checked.append(None)
+            continue
+        if isinstance(g, Tensor):
+            g = g if create_graph else g._data
+        elif isinstance(g, (np.ndarray, np.generic)):
+            g = Tensor._make(np.asarray(g)) if create_graph else np.asarray(g)
+        else:
+            raise TypeError(f"{name} returned a {type(g).__name__} as the gradient of input {i}; "
+                            f"a gradient is a NumPy array, a Tensor or None")
+        dtype = g.dtype
+        if dtype.kind not in "fiu":
+            raise TypeError(f"{name} returned a gradient of dtype {dtype} for input {i}; a "
+                            f"gradient holds numbers")
+        checked.append(g)
+    return checked
 
 
 class _LeafGrads:
@@ -585,10 +638,10 @@ class _LeafGrads:
     __slots__ = ()
 
     def __getitem__(self, leaf):
-        return leaf.grad
+        return leaf._grad
 
     def __setitem__(self, leaf, grad):
-        leaf.grad = grad
+        leaf._grad = grad
 
 
 def _run_backward(roots, root_grads, retain_graph, create_graph=False, inputs=None):
@@ -641,14 +694,16 @@ def _run_backward(roots, root_grads, retain_graph, create_graph=False, inputs=No
         if captured_nodes and node in captured_nodes:
             _accumulate(sinks, captured_nodes[node], grad, borrowed=True)
         input_grads = _apply_differentiable(node, grad) if create_graph else node.apply(grad)
+        if not node.fresh_gradients:                # a user-defined rule: check what it returned
+            input_grads = _checked_gradients(node, input_grads, create_graph)
         if check_finite:
             _check_finite(node, input_grads)
         for t, g in zip(node.saved_tensors, input_grads):
             if g is None or not isinstance(t, Tensor):
                 continue
-            data = t.data
+            data = t._data
             if g.shape != data.shape:
-                g = unbroadcast(g, data.shape)
+                g = _sum_to_input_shape(node, t, g)
             if g.dtype is not data.dtype and g.dtype != data.dtype:
                 g = g.astype(data.dtype)
             parent, requires_grad = t.grad_fn, t.requires_grad
@@ -682,8 +737,8 @@ def _run_backward(roots, root_grads, retain_graph, create_graph=False, inputs=No
             continue
         for hook in _leaf_hooks.get(id(leaf), ()):
             g = _call_hook(hook, g)
-        if g.dtype != leaf.data.dtype:
-            g = g.astype(leaf.data.dtype)
+        if g.dtype != leaf._data.dtype:
+            g = g.astype(leaf._data.dtype)
         _accumulate(sinks, key, g, borrowed=True)
     return sinks
 
@@ -723,7 +778,7 @@ def _call_hook(hook, grad):
     if isinstance(grad, Tensor):
         replacement = result if isinstance(result, Tensor) else Tensor._make(np.asarray(result))
     else:
-        replacement = np.asarray(result.data if isinstance(result, Tensor) else result)
+        replacement = np.asarray(result._data if isinstance(result, Tensor) else result)
     if replacement.shape != grad.shape:
         raise RuntimeError(f"hook {hook!r} returned a gradient of shape {replacement.shape}, "
                            f"expected {grad.shape}")
@@ -772,23 +827,23 @@ def _seed_gradient(tensor, gradient, create_graph=False):
             "backward() called on a tensor that does not require grad and has no grad_fn: "
             "create the leaves with requires_grad=True (and not under no_grad()).")
     if gradient is None:
-        if tensor.data.size != 1:
+        if tensor._data.size != 1:
             raise RuntimeError(
                 f"backward() without a gradient argument only works on a tensor with one "
                 f"element, but this one has shape {tensor.shape}. Reduce it first (e.g. "
                 f"loss.sum() or loss.mean()) or pass gradient=<tensor of shape {tensor.shape}>.")
-        grad = np.ones(tensor.data.shape, tensor.data.dtype)
+        grad = np.ones(tensor._data.shape, tensor._data.dtype)
         return Tensor._make(grad) if create_graph else grad
     if isinstance(gradient, Tensor) and create_graph:
         grad = gradient
     else:
-        grad = np.asarray(gradient.data if isinstance(gradient, Tensor) else gradient)
-    if grad.shape != tensor.data.shape:
-        raise RuntimeError(
+        grad = np.asarray(gradient._data if isinstance(gradient, Tensor) else gradient)
+    if grad.shape != tensor._data.shape:
+        raise ShapeMismatchError(
             f"backward(): gradient has shape {grad.shape} but the tensor has shape "
-            f"{tensor.data.shape}; they must match.")
-    if grad.dtype != tensor.data.dtype:
-        grad = grad.astype(tensor.data.dtype)
+            f"{tensor._data.shape}; they must match.")
+    if grad.dtype != tensor._data.dtype:
+        grad = grad.astype(tensor._data.dtype)
     return Tensor._make(grad) if create_graph and not isinstance(grad, Tensor) else grad
 
 
@@ -872,21 +927,21 @@ def numerical_gradients(fn, inputs, eps=1e-6):
     inputs = _as_tuple(inputs)
     with no_grad():
         out = fn(*inputs)
-    weights = np.random.default_rng(0).standard_normal(np.shape(out.data))
+    weights = np.random.default_rng(0).standard_normal(np.shape(out._data))
     grads = []
     for x in inputs:
         if not isinstance(x, Tensor):
             grads.append(None)
             continue
-        grad = np.zeros(x.data.shape, dtype=np.float64)
-        flat, gflat = x.data.flat, grad.reshape(-1)        # .flat writes through any layout
-        for i in range(x.data.size):
+        grad = np.zeros(x._data.shape, dtype=np.float64)
+        flat, gflat = x._data.flat, grad.reshape(-1)        # .flat writes through any layout
+        for i in range(x._data.size):
             original = flat[i]
             with no_grad():
                 flat[i] = original + eps
-                plus = float(np.sum(fn(*inputs).data * weights))
+                plus = float(np.sum(fn(*inputs)._data * weights))
                 flat[i] = original - eps
-                minus = float(np.sum(fn(*inputs).data * weights))
+                minus = float(np.sum(fn(*inputs)._data * weights))
             flat[i] = original
             gflat[i] = (plus - minus) / (2 * eps)
         grads.append(grad)
@@ -921,7 +976,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
         out = fn(*inputs)
         if out.requires_grad:                # else fn ignores its inputs: its gradient is zero
             out.backward(weights.astype(out.dtype))
-        analytic = [np.zeros(x.shape) if x.grad is None else x.grad.data for x in checked]
+        analytic = [np.zeros(x.shape) if x.grad is None else x.grad._data for x in checked]
     finally:
         for x, g in zip(checked, saved):
             x.grad = g
@@ -949,7 +1004,7 @@ def gradgradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
     inputs = _as_tuple(inputs)
     with no_grad():
         out = fn(*inputs)
-    weights = Tensor._make(np.random.default_rng(1).standard_normal(np.shape(out.data)))
+    weights = Tensor._make(np.random.default_rng(1).standard_normal(np.shape(out._data)))
 
     def first_derivatives(*xs):
         with enable_grad():

@@ -24,7 +24,7 @@ from fractions import Fraction
 import numpy as np
 
 from tinytorch.core.autograd import Function, run_op
-from tinytorch.core.ops import _exp, _raw, _where, mean_array, sigmoid_array
+from tinytorch.core.ops import _exp, _log, _raw, _where, mean_array, sigmoid_array
 from tinytorch.core.tensor import Tensor
 
 __all__ = [
@@ -74,12 +74,14 @@ def _check_reduction(reduction, name):
 
 
 def _check_dim(dim, ndim, name):
+    """``dim`` as a non-negative axis; a 0-d tensor takes 0 or -1, as in PyTorch (then None)."""
     if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
         raise TypeError(f"{name}: dim must be an int, got {dim!r}")
-    if not -ndim <= dim < ndim:
+    size = max(ndim, 1)
+    if not -size <= dim < size:
         raise IndexError(f"{name}: dim {dim} is out of range for a tensor with {ndim} dims "
-                         f"(valid: {-ndim} to {ndim - 1})")
-    return int(dim) % ndim
+                         f"(valid: {-size} to {size - 1})")
+    return int(dim) % ndim if ndim else None
 
 
 def _reduce(losses, reduction):
@@ -135,7 +137,8 @@ def _erf_and_erfc(x):
     >>> _erf_and_erfc(np.array([0.5, 10.0]))
     (array([0.52049988, 1.]), array([4.79500122e-01, 2.08848758e-45]))
     """
-    x = np.asarray(x, dtype=np.float64)
+    shape = np.shape(x)
+    x = np.array(x, dtype=np.float64, ndmin=1)        # 0-d inputs as one element, reshaped back
     a = np.abs(x)
     near = np.fmin(a, _TAYLOR_END)                   # fmin: NaN becomes 4 here, restored below
     k = (near * _TAYLOR_STEP + 0.5).astype(np.intp)
@@ -165,7 +168,7 @@ def _erf_and_erfc(x):
     nan = np.isnan(x)
     if nan.any():
         erf[nan] = erfc[nan] = np.nan
-    return erf, erfc
+    return erf.reshape(shape), erfc.reshape(shape)
 
 
 def _normal_cdf(v):
@@ -212,6 +215,8 @@ class SoftmaxBackward(Function):
 
     def forward(self, x, dim=-1):
         self.dim = dim
+        if x.size == 0:
+            return x.copy()
         e = np.exp(x - x.max(axis=dim, keepdims=True))
         return e / e.sum(axis=dim, keepdims=True)
 
@@ -235,6 +240,8 @@ class LogSoftmaxBackward(Function):
 
     def forward(self, x, dim=-1):
         self.dim = dim
+        if x.size == 0:
+            return x.copy()
         shifted = x - x.max(axis=dim, keepdims=True)
         return shifted - np.log(np.exp(shifted).sum(axis=dim, keepdims=True))
 
@@ -393,7 +400,9 @@ class BCEBackward(Function):
     """L = -[t log p + (1 - t) log(1 - p)], each log clamped at -100 (as PyTorch does).
 
     dL/dp = (p - t) / max(p (1 - p), 1e-12)   (PyTorch's rule: finite even at p = 0 or 1),
-    divided by the element count for 'mean'.
+    dL/dt = log(1 - p) - log(p) = -logit(p),
+    each divided by the element count for 'mean'. ``BCEBackward(predictions, targets)`` (the
+    TinyTorch form) treats the target as a constant.
     """
     __slots__ = ("reduction", "target")
 
@@ -403,33 +412,43 @@ class BCEBackward(Function):
         self.reduction = reduction
 
     def forward(self, p, target, reduction="mean"):
-        self.target, self.reduction = target, reduction
+        self.reduction = reduction
         with np.errstate(divide="ignore"):
             log_p = np.maximum(np.log(p), _BCE_LOG_FLOOR)
             log_not_p = np.maximum(np.log1p(-p), _BCE_LOG_FLOOR)
         return _reduce(-(target * log_p + (1.0 - target) * log_not_p), reduction)
 
-    def gradient(self, grad, p):
+    def gradient(self, grad, p, target=None):
+        if target is None:
+            target = _constant(self.target, p)
+        scaled = _scaled(grad, self.reduction, _raw(p).size)
         variance = p * (1.0 - p)
         floored = _where(_raw(variance) > _BCE_GRAD_EPSILON, variance, _BCE_GRAD_EPSILON)
-        target = _constant(self.target, p)
-        return (_scaled(grad, self.reduction, _raw(p).size) * (p - target) / floored,)
+        grad_p = scaled * (p - target) / floored
+        if len(self.needs_input_grad) == 1:
+            return (grad_p,)
+        need_p, need_target = self.needs_input_grad
+        return (grad_p if need_p else None,
+                scaled * (_log(1.0 - p) - _log(p)) if need_target else None)
 
 
 class BCEWithLogitsBackward(Function):
     """L = -[t log sigmoid(x) + (1 - t) log(1 - sigmoid(x))] = max(x, 0) - x t + log(1 + e^-|x|).
 
-    The right-hand form never exponentiates a positive number.  dL/dx = sigmoid(x) - t.
+    The right-hand form never exponentiates a positive number.
+    dL/dx = sigmoid(x) - t,  dL/dt = -x (each divided by the element count for 'mean').
     """
-    __slots__ = ("reduction", "target")
+    __slots__ = ("reduction",)
 
     def forward(self, x, target, reduction="mean"):
-        self.target, self.reduction = target, reduction
+        self.reduction = reduction
         return _reduce(np.maximum(x, 0.0) - x * target + np.log1p(np.exp(-np.abs(x))), reduction)
 
-    def gradient(self, grad, x):
-        target = _constant(self.target, x)
-        return (_scaled(grad, self.reduction, _raw(x).size) * (_sigmoid(x) - target),)
+    def gradient(self, grad, x, target):
+        need_x, need_target = self.needs_input_grad
+        scaled = _scaled(grad, self.reduction, _raw(x).size)
+        return (scaled * (_sigmoid(x) - target) if need_x else None,
+                scaled * -x if need_target else None)
 
 
 def _softmax_rows(v):
@@ -480,40 +499,70 @@ class CrossEntropyBackward(Function):
         self.probs = None
 
 
+class ClassIndexError(IndexError, ValueError):
+    """A class index outside [0, C): an IndexError, as PyTorch raises, and a ValueError, as
+    TinyTorch's losses raise, so code written for either catches it."""
+
+
 def _class_indices(target, logits_shape, name):
     """Validate class-index targets for logits of shape (N, C); return them as an int array."""
-    if len(logits_shape) != 2:
-        raise ValueError(f"{name}: logits must have shape (N, C), got shape {tuple(logits_shape)}")
-    n, classes = logits_shape
     target = np.asarray(_raw(target))
+    if len(logits_shape) != 2:
+        raise ValueError(f"{name}: logits must have shape (N, C), got logits of shape "
+                         f"{tuple(logits_shape)} (and targets of shape {target.shape})")
+    n, classes = logits_shape
     if target.shape != (n,):
         hint = (" (class probabilities are not supported: pass class indices, e.g. "
                 "target.argmax(axis=1))" if target.shape == tuple(logits_shape) else "")
-        raise ValueError(f"{name}: target must have shape ({n},), one class index per row of "
-                         f"logits of shape {tuple(logits_shape)}, got shape {target.shape}{hint}")
+        raise ValueError(f"{name}: logits of shape {tuple(logits_shape)} need targets of shape "
+                         f"({n},), one class index per row, got targets of shape "
+                         f"{target.shape}{hint}")
     if target.dtype.kind == "f":
         whole = np.isfinite(target) & (target == np.floor(target))
         if not whole.all():
             bad = target[~whole][0]
-            raise ValueError(f"{name}: target must hold integer class indices, got {bad.item()!r}")
+            raise ValueError(f"{name}: targets must be finite integer class indices, got "
+                             f"{bad.item()!r}")
     elif target.dtype.kind not in "iu":
-        raise TypeError(f"{name}: target must hold integer class indices, got dtype {target.dtype}")
+        raise TypeError(f"{name}: targets must be integer class indices, got dtype {target.dtype}")
     if n:
         outside = (target < 0) | (target >= classes)
         if outside.any():
             bad = target[outside][0]
-            raise IndexError(f"{name}: target class {bad.item()!r} is out of range for {classes} "
-                             f"classes (valid: 0 to {classes - 1})")
+            raise ClassIndexError(f"{name}: target class {bad.item()!r} is out of range for "
+                                  f"logits with {classes} classes (valid targets: 0 to "
+                                  f"{classes - 1})")
     return target.astype(np.intp)
 
 
-def _float_target(target, pred, name):
-    """A float target array with the prediction's dtype and, necessarily, its shape."""
-    target = np.asarray(_raw(target), dtype=pred.dtype)
+def _target_tensor(target, pred, name, probabilities=False):
+    """The target of a loss as a Tensor of the prediction's shape and dtype (so an integer
+    target never widens a float32 loss); a target that requires grad stays in the graph.
+
+    With ``probabilities``, every value must be a finite number in [0, 1].
+    """
+    if isinstance(target, Tensor):
+        if target.dtype != pred.dtype:
+            target = (target.astype(pred.dtype) if target.requires_grad
+                      else Tensor._make(target._data.astype(pred.dtype)))
+    else:
+        target = Tensor._make(np.asarray(_raw(target), dtype=pred.dtype))
     if target.shape != pred.shape:
-        raise ValueError(f"{name}: target shape {target.shape} must match the input shape "
-                         f"{pred.shape}")
+        raise ValueError(f"{name}: input and target need matching shapes, got input shape "
+                         f"{pred.shape} and target shape {target.shape}")
+    if probabilities:
+        _check_probabilities(target._data, name, "target")
     return target
+
+
+def _check_probabilities(values, name, what):
+    """Refuse values outside [0, 1] (NaN and infinities included), naming the first."""
+    outside = ~((values >= 0) & (values <= 1))
+    if outside.any():
+        bad = values[outside].flat[0]
+        raise ValueError(f"{name}: {what} must hold finite values in [0, 1] (probabilities), "
+                         f"got {bad.item()!r}" + (" (for logits use binary_cross_entropy_with_"
+                                                  "logits)" if what == "input" else ""))
 
 
 # ----- the functions ------------------------------------------------------------------------------
@@ -560,6 +609,8 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     """
     x = _as_tensor(x)
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    if not shape:
+        raise ValueError("layer_norm: normalized_shape must name at least one axis, got ()")
     if x.shape[x.ndim - len(shape):] != shape or len(shape) > x.ndim:
         raise ValueError(f"layer_norm: normalized_shape {shape} does not match the last axes of "
                          f"the input's shape {x.shape}")
@@ -602,39 +653,33 @@ def mse_loss(input, target, reduction="mean"):
     """
     pred = _as_tensor(input)
     _check_reduction(reduction, "mse_loss")
-    if isinstance(target, Tensor):
-        if target.shape != pred.shape:
-            raise ValueError(f"mse_loss: target shape {target.shape} must match the input shape "
-                             f"{pred.shape}")
-    else:
-        target = Tensor._make(_float_target(target, pred, "mse_loss"))
+    target = _target_tensor(target, pred, "mse_loss")
     return run_op(MSEBackward, pred, target, reduction=reduction)
 
 
 def binary_cross_entropy(input, target, reduction="mean"):
-    """-[t log p + (1 - t) log(1 - p)] for probabilities p in [0, 1] (logs clamped at -100).
+    """-[t log p + (1 - t) log(1 - p)] for probabilities p and targets t in [0, 1] (logs
+    clamped at -100). A target that requires grad gets its gradient, as in PyTorch.
 
     >>> binary_cross_entropy(Tensor([0.5]), Tensor([1.0]))   # log 2
     """
     p = _as_tensor(input)
     _check_reduction(reduction, "binary_cross_entropy")
-    target = _float_target(target, p, "binary_cross_entropy")
-    if p.size and not ((p.data >= 0) & (p.data <= 1)).all():
-        raise ValueError(f"binary_cross_entropy: input must hold probabilities in [0, 1], got "
-                         f"values from {p.data.min()} to {p.data.max()} (for logits use "
-                         f"binary_cross_entropy_with_logits)")
-    return run_op(BCEBackward, p, target=target, reduction=reduction)
+    target = _target_tensor(target, p, "binary_cross_entropy", probabilities=True)
+    _check_probabilities(p._data, "binary_cross_entropy", "input")
+    return run_op(BCEBackward, p, target, reduction=reduction)
 
 
 def binary_cross_entropy_with_logits(input, target, reduction="mean"):
-    """Binary cross-entropy of sigmoid(x), computed from the logits x stably for any x.
+    """Binary cross-entropy of sigmoid(x), computed from the logits x stably for any x;
+    targets are probabilities in [0, 1].
 
     >>> binary_cross_entropy_with_logits(Tensor([0.0]), Tensor([1.0]))   # log 2
     """
     x = _as_tensor(input)
     _check_reduction(reduction, "binary_cross_entropy_with_logits")
-    target = _float_target(target, x, "binary_cross_entropy_with_logits")
-    return run_op(BCEWithLogitsBackward, x, target=target, reduction=reduction)
+    target = _target_tensor(target, x, "binary_cross_entropy_with_logits", probabilities=True)
+    return run_op(BCEWithLogitsBackward, x, target, reduction=reduction)
 
 
 def cross_entropy(input, target, reduction="mean"):

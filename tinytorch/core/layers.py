@@ -25,7 +25,7 @@ import numpy as np
 
 from tinytorch.core.tensor import Tensor, get_default_dtype, get_rng
 
-__all__ = ["Module", "Layer", "Parameter", "Linear", "Dropout", "Sequential"]
+__all__ = ["Module", "Layer", "Parameter", "Linear", "Dropout", "Sequential", "set_training_mode"]
 
 _BOOKKEEPING = frozenset({"training", "_parameter_names", "_buffer_names"})
 
@@ -50,6 +50,32 @@ def _walk(name, value):
     elif isinstance(value, dict):
         for key, item in value.items():
             yield from _walk(f"{name}.{key}", item)
+
+
+def set_training_mode(model, training=True):
+    """Set ``training`` on every Module reachable from ``model``, which may also be a plain
+    object holding modules in attributes, lists, tuples or dicts (TinyTorch's helper: the
+    Trainer uses it for hand-written models that are not Modules). Returns ``model``.
+
+    >>> set_training_mode(model, False)      # Dropout layers inside become the identity
+    """
+    if not isinstance(training, bool):
+        raise TypeError(f"set_training_mode: training must be True or False, got {training!r}")
+    seen, stack = set(), [model]
+    while stack:
+        value = stack.pop()
+        if id(value) in seen or isinstance(value, (Tensor, str, bytes, np.ndarray)):
+            continue
+        seen.add(id(value))
+        if isinstance(value, Module):
+            value.training = training
+        if isinstance(value, (list, tuple, set)):
+            stack.extend(value)
+        elif isinstance(value, dict):
+            stack.extend(value.values())
+        elif hasattr(value, "__dict__") and not isinstance(value, type):
+            stack.extend(vars(value).values())
+    return model
 
 
 def _join(prefix, name):

@@ -28,7 +28,7 @@ __all__ = [
     "MatmulBackward", "ExpBackward", "LogBackward", "SqrtBackward", "AbsBackward",
     "TanhBackward", "SigmoidBackward", "ReLUBackward", "SinBackward", "CosBackward",
     "ClipBackward", "MaximumBackward", "MinimumBackward", "CloneBackward", "CastBackward",
-    "SumBackward", "MeanBackward", "MaxBackward", "MinBackward",
+    "SumBackward", "MeanBackward", "VarBackward", "StdBackward", "MaxBackward", "MinBackward",
     "ReshapeBackward", "TransposeBackward", "PermuteBackward", "ExpandBackward",
     "SliceBackward", "IndexAddBackward", "SetItemBackward", "EmbeddingBackward", "ConcatenateBackward",
     "StackBackward", "WhereBackward",
@@ -54,8 +54,14 @@ def _cos(v):
 
 
 def _sign(v):
-    """sign(v), a constant: its own derivative is zero almost everywhere."""
-    return Tensor._make(np.sign(v.data)) if isinstance(v, Tensor) else np.sign(v)
+    """sign(v) with sign(NaN) = 0 (as PyTorch's), a constant: its derivative is zero almost
+    everywhere."""
+    sign = np.sign(_raw(v))
+    if sign.ndim:
+        sign[np.isnan(sign)] = 0
+    elif np.isnan(sign):
+        sign = np.zeros_like(sign)
+    return Tensor._make(sign) if isinstance(v, Tensor) else sign
 
 
 def _where(condition, a, b):
@@ -63,6 +69,22 @@ def _where(condition, a, b):
         from tinytorch.core.tensor import where
         return where(condition, a, b)
     return np.where(condition, a, b)
+
+
+def _select(mask, grad):
+    """``grad`` where ``mask`` is True, 0 elsewhere: the gradient of an op that passes some
+    elements through and blocks the others (relu, clip, indexing...).
+
+    As a selection, not a product: an inf or NaN gradient at a blocked position gives 0 there,
+    not 0 * inf = NaN (PyTorch's rules select too). The product is several times faster than
+    ``np.where`` on arrays, so it is used whenever ``grad`` is finite.
+    """
+    if isinstance(grad, Tensor):
+        return _where(mask, grad, 0.0)
+    selected = grad * mask
+    if not np.isfinite(grad).all():
+        selected = np.where(mask, grad, np.zeros((), selected.dtype))
+    return selected
 
 
 def _expand(v, shape):
@@ -87,7 +109,7 @@ def _permute(v, axes):
 
 def _raw(v):
     """The array behind a value (for masks and other constants of a rule)."""
-    return v.data if isinstance(v, Tensor) else v
+    return v._data if isinstance(v, Tensor) else v
 
 
 def _kept_shape(shape, axis):
@@ -200,7 +222,7 @@ class PowBackward(Function):
     """z = a ** b;  dz/da = b a^(b-1),  dz/db = z ln(a).
 
     At b == 0 the gradient for a is 0 (also at a == 0), and at a == 0 with b >= 0 the gradient
-    for b is 0, as in PyTorch.
+    for b is 0, as in PyTorch (with b < 0 it is -inf there).
     """
     __slots__ = ()
     saves_output = True
@@ -218,11 +240,10 @@ class PowBackward(Function):
                 zero_exponent = _raw(b) == 0       # there a^1 instead of a^-1 keeps 0^-1 out
                 grad_a = _where(zero_exponent, 0.0, grad * b * a ** _where(zero_exponent, 1.0, b - 1))
         if need_b:
-            if isinstance(a, (int, float)):
-                safe_log = float(np.log(a)) if a != 0 else 0.0
-            else:
-                safe_log = _log(_where(_raw(a) == 0, 1.0, a))
-            grad_b = grad * out * safe_log
+            # Where a == 0 and b >= 0, z stays 0 (or 1) as b moves: gradient 0, as in PyTorch.
+            # With b < 0 it is z ln a = inf * -inf = -inf, PyTorch's value too.
+            flat = (np.asarray(_raw(a)) == 0) & (_raw(b) >= 0)
+            grad_b = grad * out * _log(_where(flat, 1.0, a))
         return grad_a, grad_b
 
 
@@ -329,7 +350,7 @@ class SqrtBackward(Function):
 
 
 class AbsBackward(Function):
-    """y = |x|;  dy/dx = sign(x) (0 at x = 0)."""
+    """y = |x|;  dy/dx = sign(x) (0 at x = 0 and, as in PyTorch, at NaN)."""
     __slots__ = ()
 
     def forward(self, x):
@@ -372,7 +393,7 @@ class SigmoidBackward(Function):
 
     def __init__(self, input_tensor, output_tensor):
         super().__init__(input_tensor)
-        self.output_data = output_tensor.data
+        self.output_data = output_tensor._data
 
     def forward(self, x):
         return sigmoid_array(x)
@@ -382,14 +403,23 @@ class SigmoidBackward(Function):
 
 
 class ReLUBackward(Function):
-    """y = max(0, x);  dy/dx = 1 where x > 0, else 0."""
+    """y = max(0, x);  dy/dx = 1 where y != 0, else 0.
+
+    Read from the output as PyTorch does, so a NaN input (y = NaN) passes its gradient on.
+    """
     __slots__ = ()
+    saves_output = True
+    reads_inputs = False          # the rule uses only the output
+
+    def __init__(self, input_tensor):
+        super().__init__(input_tensor)
+        self.output_data = np.maximum(_raw(input_tensor), 0)
 
     def forward(self, x):
         return np.maximum(x, 0)
 
-    def gradient(self, grad, x):
-        return (grad * (_raw(x) > 0),)
+    def gradient(self, grad, x, out):
+        return (_select(_raw(out) != 0, grad),)
 
 
 class SinBackward(Function):
@@ -429,7 +459,7 @@ class ClipBackward(Function):
             inside &= x >= self.low
         if self.high is not None:
             inside &= x <= self.high
-        return (grad * inside,)
+        return (_select(inside, grad),)
 
 
 class MaximumBackward(Function):
@@ -440,7 +470,8 @@ class MaximumBackward(Function):
         return np.maximum(a, b)
 
     def gradient(self, grad, a, b):
-        return _select_gradient(self.needs_input_grad, grad, _raw(a) > _raw(b), _raw(a) == _raw(b))
+        return _choice_gradient(self.needs_input_grad, grad, _raw(a) < _raw(b), _raw(a) > _raw(b),
+                                _raw(a) == _raw(b))
 
 
 class MinimumBackward(Function):
@@ -451,16 +482,20 @@ class MinimumBackward(Function):
         return np.minimum(a, b)
 
     def gradient(self, grad, a, b):
-        return _select_gradient(self.needs_input_grad, grad, _raw(a) < _raw(b), _raw(a) == _raw(b))
+        return _choice_gradient(self.needs_input_grad, grad, _raw(a) > _raw(b), _raw(a) < _raw(b),
+                                _raw(a) == _raw(b))
 
 
-def _select_gradient(needs, grad, a_wins, tie):
-    """Gradients of an elementwise choice between a and b: all to the winner, half at ties."""
+def _choice_gradient(needs, grad, a_loses, b_loses, tie):
+    """Gradients of an elementwise choice between a and b: all to the winner, half each at ties.
+
+    As PyTorch: an input gets the gradient unless it lost the comparison, so where a NaN made
+    the comparison fail (z is NaN), both inputs get it.
+    """
     need_a, need_b = needs
-    half = grad * 0.5
-    grad_a = _where(tie, half, _where(a_wins, grad, 0.0)) if need_a else None
-    grad_b = _where(tie, half, _where(a_wins, 0.0, grad)) if need_b else None
-    return grad_a, grad_b
+    shared = _where(tie, grad * 0.5, grad)
+    return (_select(~a_loses, shared) if need_a else None,
+            _select(~b_loses, shared) if need_b else None)
 
 
 class CloneBackward(Function):
@@ -520,6 +555,67 @@ class MeanBackward(Function):
         return (_expand_reduced(grad / count, x.shape, self.axis),)
 
 
+def _mean_kept(v, axis):
+    """The mean over ``axis`` with the reduced axes kept (arrays or Tensors)."""
+    return v.mean(axis=axis, keepdims=True) if isinstance(v, Tensor) else mean_array(v, axis, True)
+
+
+def _centered(x, axis):
+    """x - mean(x) over ``axis``, by the corrected two-pass algorithm: the mean of the first
+    differences (the rounding error of the mean) is subtracted again. A slice of equal values
+    then has differences of exactly 0, as with PyTorch's Welford algorithm (Chan, Golub and
+    LeVeque, "Algorithms for computing the sample variance", 1983)."""
+    centered = x - _mean_kept(x, axis)
+    return centered - _mean_kept(centered, axis)
+
+
+def _reduced_count(shape, axis):
+    """How many elements each result of a reduction over ``axis`` summarises."""
+    if axis is None:
+        return math.prod(shape)
+    axes = axis if isinstance(axis, tuple) else (axis,)
+    return math.prod(shape[a] for a in axes)
+
+
+class VarBackward(Function):
+    """y = sum((x - mean)^2) / (N - correction) over ``axis`` (N elements each);
+    dy/dx = 2 (x - mean) / (N - correction)."""
+    __slots__ = ("axis", "divisor")
+
+    def forward(self, x, axis=None, keepdims=False, correction=0):
+        self.axis = _normalise_axis(axis, x.ndim)
+        self.divisor = _reduced_count(x.shape, self.axis) - correction
+        centered = _centered(x, self.axis)
+        return (centered * centered).sum(axis=self.axis, keepdims=keepdims) / self.divisor
+
+    def gradient(self, grad, x):
+        spread = _expand_reduced(grad, x.shape, self.axis)
+        return (spread * _centered(x, self.axis) * 2.0 / self.divisor,)
+
+
+class StdBackward(Function):
+    """y = sqrt(var(x)) over ``axis``;  dy/dx = (x - mean) / ((N - correction) y).
+
+    Where y == 0 (a slice of equal values) the gradient is 0, PyTorch's subgradient: the
+    formula's 0 / 0 would put NaN into every parameter a standardised constant row depends on.
+    """
+    __slots__ = ("axis", "divisor")
+    saves_output = True
+
+    def forward(self, x, axis=None, keepdims=False, correction=0):
+        self.axis = _normalise_axis(axis, x.ndim)
+        self.divisor = _reduced_count(x.shape, self.axis) - correction
+        centered = _centered(x, self.axis)
+        return np.sqrt((centered * centered).sum(axis=self.axis, keepdims=keepdims) / self.divisor)
+
+    def gradient(self, grad, x, out):
+        kept = _kept_shape(x.shape, self.axis)
+        std = out.reshape(kept)
+        nonzero_std = _where(_raw(std) == 0, 1.0, std)       # there the differences are 0 too
+        spread = _expand_reduced(grad, x.shape, self.axis)
+        return (spread * _centered(x, self.axis) / (nonzero_std * self.divisor),)
+
+
 class MaxBackward(Function):
     """y = max of x over ``axis``;  dy/dx = 1 at the maximum (shared equally among ties)."""
     __slots__ = ("axis",)
@@ -528,7 +624,7 @@ class MaxBackward(Function):
     def forward(self, x, axis=None, keepdims=False):
         self.axis = _normalise_axis(axis, x.ndim)
         if x.size == 0:
-            raise ValueError("max() of an empty tensor")
+            _refuse_empty_reduction("max", x.shape, self.axis)
         return x.max(axis=self.axis, keepdims=keepdims)
 
     def gradient(self, grad, x, out):
@@ -543,18 +639,34 @@ class MinBackward(Function):
     def forward(self, x, axis=None, keepdims=False):
         self.axis = _normalise_axis(axis, x.ndim)
         if x.size == 0:
-            raise ValueError("min() of an empty tensor")
+            _refuse_empty_reduction("min", x.shape, self.axis)
         return x.min(axis=self.axis, keepdims=keepdims)
 
     def gradient(self, grad, x, out):
         return (_extremum_gradient(grad, x, out, self.axis),)
 
 
+def _refuse_empty_reduction(name, shape, axis):
+    """max/min have no value over an empty slice (as in PyTorch); other empty results are fine."""
+    if _reduced_count(shape, axis) == 0:
+        over = "the whole tensor" if axis is None else f"axis {axis}"
+        raise ValueError(f"{name}(): cannot reduce over {over} of a tensor of shape {shape}: "
+                         f"a slice of size 0 has no {name}imum")
+
+
 def _extremum_gradient(grad, x, out, axis):
+    """The gradient of max/min over ``axis``: shared equally by the elements equal to the result.
+
+    A NaN result came from the NaNs of its slice, so they share the gradient (as PyTorch's
+    ``max()``; its ``amax(dim)`` gives NaN gradients there instead, which we do not copy).
+    """
     kept = _kept_shape(x.shape, axis)
-    hits = _raw(x) == _raw(out).reshape(kept)
-    share = hits / hits.sum(axis=axis, keepdims=True)
-    return _expand_reduced(grad, x.shape, axis) * share.astype(_raw(x).dtype)
+    x, out = _raw(x), _raw(out).reshape(kept)
+    hits = x == out
+    if np.isnan(out).any():
+        hits |= np.isnan(x) & np.isnan(out)
+    counts = hits.sum(axis=axis, keepdims=True).astype(x.dtype)
+    return _select(hits, _expand(grad.reshape(kept) / counts, x.shape))
 
 
 # ----- shape operations ----------------------------------------------------------------------------
@@ -744,7 +856,7 @@ class SetItemBackward(Function):
             extra = np.ndim(_raw(value)) - grad_value.ndim   # value had leading size-1 axes
             if extra > 0:
                 grad_value = grad_value.reshape((1,) * extra + grad_value.shape)
-        return (grad * outside if need_x else None, grad_value)
+        return (_select(outside, grad) if need_x else None, grad_value)
 
 
 class EmbeddingBackward(Function):
@@ -754,7 +866,7 @@ class EmbeddingBackward(Function):
 
     def __init__(self, weight, indices):
         super().__init__(weight)
-        self.indices = indices.data if isinstance(indices, Tensor) else np.asarray(indices)
+        self.indices = indices._data if isinstance(indices, Tensor) else np.asarray(indices)
 
     def forward(self, weight, indices):
         self.indices = indices

@@ -18,6 +18,7 @@ record no graph.
 """
 
 import math
+import numbers
 
 import numpy as np
 
@@ -67,7 +68,8 @@ class Optimizer:
                                  f"create it with requires_grad=True")
         known = {id(p) for g in self.param_groups for p in g["params"]}
         if any(id(p) in known for p in params) or len({id(p) for p in params}) != len(params):
-            raise ValueError("some parameters appear more than once in the optimizer")
+            raise ValueError("some parameters appear more than once in the optimizer (remove the "
+                             "duplicates)")
         unknown = set(group) - set(self.defaults) - {"params"}
         if unknown:
             raise TypeError(f"unknown hyper-parameter(s) {sorted(unknown)} for "
@@ -86,6 +88,7 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value):
+        _check_hyper(lr=value)
         for group in self.param_groups:
             group["lr"] = value
 
@@ -296,10 +299,12 @@ class AdamW(Adam):
 
 
 def _check_hyper(**values):
-    """Reject negative hyper-parameters with a message naming the argument."""
+    """Reject hyper-parameters that are not finite numbers >= 0, naming the argument."""
     for name, value in values.items():
-        if not value >= 0:
-            raise ValueError(f"{name} must be >= 0, got {value}")
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{name} must be a number, got {value!r}")
+        if not 0 <= value < math.inf:
+            raise ValueError(f"{name} must be a finite number >= 0, got {value}")
 
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW"]

@@ -12,6 +12,7 @@ Every operation below is one line that hands the work to an op class in ``ops.py
 op's forward computation and its gradient rule stand side by side.
 """
 
+import operator
 import weakref
 
 import numpy as np
@@ -45,7 +46,7 @@ def _to_array(data, dtype):
     dtype (the TinyTorch convention), bool stays bool, and a Tensor keeps its dtype.
     """
     if isinstance(data, Tensor):
-        return np.array(data.data, dtype=dtype)
+        return np.array(data._data, dtype=dtype)
     if dtype is not None:
         return np.array(data, dtype=dtype)
     array = np.array(data)
@@ -59,50 +60,92 @@ def _to_array(data, dtype):
 
 
 def _operand(value, like=None):
-    """The other operand of an op on the Tensor ``like``, ready for ``run_op``.
+    """A non-Tensor operand of an op on the Tensor ``like``, as a Tensor.
 
-    Python numbers stay plain scalars (NumPy then keeps the tensor's dtype). Arrays, lists and
-    NumPy scalars become Tensors of ``like``'s dtype when ``like`` is a float Tensor, as a
+    Arrays, lists and NumPy scalars take ``like``'s dtype when ``like`` is a float Tensor, as a
     number would: ``x64 * np_array`` stays exact and ``x32 + np_array`` stays float32.
     """
-    kind = type(value)
-    if kind is Tensor or kind is float or kind is int:
-        return value
-    if isinstance(value, Tensor) or (isinstance(value, (int, float)) and not isinstance(value, np.generic)):
-        return value
-    if isinstance(like, Tensor) and like.dtype.type in _FLOAT_DTYPES:
-        return Tensor(value, dtype=like.dtype)
+    if isinstance(like, Tensor) and like._data.dtype.type in _FLOAT_DTYPES:
+        return Tensor(value, dtype=like._data.dtype)
     return Tensor(value)
+
+
+def _as_float(tensor, dtype=None):
+    """An integer or bool tensor as floats (``dtype``, default the default dtype); no gradient
+    is lost, since such tensors cannot require one."""
+    return Tensor._make(tensor._data.astype(dtype or _default_dtype))
+
+
+def _operands(tensor, other):
+    """``(tensor, other)`` ready for a binary op, with PyTorch's dtype rules.
+
+    - A float tensor keeps its dtype with Python numbers, NumPy scalars, arrays and lists
+      (they take its dtype), and an integer or bool tensor combined with floats (a float
+      tensor, array or Python float) takes the float dtype. NumPy alone would make float64 of
+      int64 with float32.
+    - Two float tensors of different precision give the wider one, as in NumPy and PyTorch.
+    - A Python number on a float32/float64 tensor becomes a cached read-only 0-d array of its
+      dtype: NumPy gives the same result for ``x + 0.1`` and ``x + np.array(0.1, x.dtype)`` but
+      takes half the time for the second on small arrays, in forward and again in the rules.
+      Zeros (whose sign matters), NaN and numbers that might overflow stay plain numbers.
+    """
+    kind = type(other)
+    if kind is Tensor:
+        if other._data.dtype is tensor._data.dtype:
+            return tensor, other
+        return _promoted(tensor, other)
+    if kind is float or kind is int:
+        constant = _constants.get((other, tensor._data.dtype))
+        return (tensor, constant) if constant is not None else _with_number(tensor, other)
+    if isinstance(other, Tensor):
+        return _promoted(tensor, other)
+    if isinstance(other, (int, float)) and not isinstance(other, np.generic):
+        return _with_number(tensor, other)           # bool and other int subclasses
+    return _promoted(tensor, _operand(other, tensor))
+
+
+def _promoted(a, b):
+    """Two Tensors, the integer (or bool) one converted to the other's float dtype."""
+    a_float = a._data.dtype.type in _FLOAT_DTYPES
+    b_float = b._data.dtype.type in _FLOAT_DTYPES
+    if a_float and not b_float:
+        return a, _as_float(b, a._data.dtype)
+    if b_float and not a_float:
+        return _as_float(a, b._data.dtype), b
+    return a, b
 
 
 _constants = {}       # (Python number, float dtype) -> the number as a read-only 0-d array
 
 
-def _arithmetic_operand(value, like):
-    """:func:`_operand` for ``+ - * /``: a Python number becomes a 0-d array of ``like``'s dtype.
-
-    NumPy gives the same result for ``x + 0.1`` and ``x + np.array(0.1, x.dtype)``, but takes
-    half the time for the second (on small arrays), in forward and again in the gradient
-    rules. The arrays are cached and read-only. Zeros (whose sign matters), NaN, numbers
-    that might overflow, and tensors that are not float32 or float64 keep the plain number.
-    """
-    kind = type(value)
-    if kind is Tensor:
-        return value
-    if kind is not float and kind is not int:
-        return _operand(value, like)
-    dtype = like.data.dtype
-    constant = _constants.get((value, dtype))
+def _with_number(tensor, number):
+    """``(tensor, number)`` for a Python number (see :func:`_operands`)."""
+    dtype = tensor._data.dtype
+    constant = _constants.get((number, dtype))
     if constant is not None:
-        return constant
-    if dtype.type not in (np.float32, np.float64) or value == 0 or not -1e30 < value < 1e30:
-        return value
-    constant = np.array(value, dtype=dtype)
+        return tensor, constant
+    if dtype.type not in _FLOAT_DTYPES:
+        if isinstance(number, float):
+            return _as_float(tensor), number
+        return tensor, number
+    if dtype.type is np.float16 or number == 0 or not -1e30 < number < 1e30:
+        return tensor, number
+    constant = np.array(number, dtype=dtype)
     constant.flags.writeable = False
     if len(_constants) >= 1024:
         _constants.clear()
-    _constants[(value, dtype)] = constant
-    return constant
+    _constants[(number, dtype)] = constant
+    return tensor, constant
+
+
+def _division_operands(tensor, other):
+    """:func:`_operands` for true division: integers divide into the default float dtype."""
+    tensor, other = _operands(tensor, other)
+    if tensor._data.dtype.type not in _FLOAT_DTYPES:
+        tensor = _as_float(tensor)
+        if isinstance(other, Tensor):
+            tensor, other = _promoted(tensor, other)
+    return tensor, other
 
 
 class Tensor:
@@ -119,12 +162,13 @@ class Tensor:
     Tensor([3., 3.], dtype=float32)
     """
 
-    __slots__ = ("data", "requires_grad", "grad", "grad_fn", "__weakref__")
-    __array_ufunc__ = None      # NumPy defers to our reflected operators: ndarray + Tensor works
+    # ``_data`` and ``_grad`` are plain slots (the engine reads them millions of times); the
+    # public ``data`` and ``grad`` are properties that check what is assigned to them.
+    __slots__ = ("_data", "requires_grad", "_grad", "grad_fn", "__weakref__")
 
     def __init__(self, data, requires_grad=False, dtype=None):
-        self.data = _to_array(data, dtype)
-        self.grad = None
+        self._data = _to_array(data, dtype)
+        self._grad = None
         self.grad_fn = None
         self.requires_grad = False
         if requires_grad:
@@ -134,29 +178,96 @@ class Tensor:
     def _make(cls, data, grad_fn=None):
         """Wrap an op's result array (no copy, no conversion); used by the engine and ops."""
         t = object.__new__(cls)
-        t.data = data if type(data) is np.ndarray else np.asarray(data)
-        t.grad = None
+        t._data = data if type(data) is np.ndarray else np.asarray(data)
+        t._grad = None
         t.grad_fn = grad_fn
         t.requires_grad = grad_fn is not None
         return t
 
+    # ----- NumPy interop ------------------------------------------------------------------------
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        """NumPy ufuncs on Tensors, as on PyTorch tensors.
+
+        An arithmetic operator with an array on the left (``ndarray + Tensor``, ``np.float32(2)
+        * t``, which NumPy turns into ``np.add(...)`` etc.) is our differentiable op and gives a
+        Tensor. Every other ufunc (``np.abs(x.grad)``, ``np.isfinite(t)``, ``arr -= t``...)
+        computes on the values and returns NumPy's result. On a tensor that requires grad that
+        would silently lose its gradient, so it raises a TypeError instead (use the Tensor's
+        own method, or ``t.detach()`` / ``t.data``).
+        """
+        operator_name = _UFUNC_OPERATORS.get(ufunc) if method == "__call__" else None
+        if operator_name is not None and not kwargs and len(inputs) == 2:
+            a, b = inputs
+            if isinstance(a, Tensor):
+                return getattr(a, f"__{operator_name}__")(b)
+            return getattr(b, f"__r{operator_name}__")(a)
+        if ufunc in _UFUNC_COMPARISONS and method == "__call__" and not kwargs:
+            a, b = inputs
+            if isinstance(a, Tensor):
+                return a._compare(b, ufunc)
+            return Tensor._make(ufunc(a, b._data))
+        arrays = []
+        for value in inputs:
+            if isinstance(value, Tensor):
+                if value.requires_grad:
+                    raise TypeError(
+                        f"np.{ufunc.__name__} on a tensor that requires grad would drop its "
+                        f"gradient: use the Tensor method (e.g. t.exp(), t.abs()) or apply it "
+                        f"to t.detach() or t.data")
+                value = value._data
+            arrays.append(value)
+        if "out" in kwargs:
+            kwargs["out"] = tuple(o._data if isinstance(o, Tensor) else o for o in kwargs["out"])
+        return getattr(ufunc, method)(*arrays, **kwargs)
+
+    # ----- data and grad -------------------------------------------------------------------------
+    def _set_data(self, value):
+        if isinstance(value, Tensor):
+            value = value._data
+        elif isinstance(value, np.generic):
+            value = np.asarray(value)
+        elif not isinstance(value, np.ndarray):
+            raise TypeError(f"Tensor.data must be a NumPy array or a Tensor, got "
+                            f"{type(value).__name__} (convert it with np.asarray first)")
+        dtype = self._data.dtype
+        if dtype.type in _FLOAT_DTYPES and value.dtype != dtype:
+            if value.dtype.kind not in "fiub":
+                raise TypeError(f"Tensor.data: a float tensor needs numbers, got an array of "
+                                f"dtype {value.dtype}")
+            value = value.astype(dtype)
+        self._data = value
+
+    data = property(operator.attrgetter("_data"), _set_data, doc="""The values, a NumPy array
+        (shared, not copied). Assigning replaces them with an array's or a Tensor's values; a
+        float tensor keeps its dtype (TinyTorch's rule: ``w.data = np.array(...)`` leaves a
+        float32 weight float32, where PyTorch would take the array's dtype). Autograd does not
+        see such a change: it is the escape hatch for updates that must not be recorded.""")
+
+    def _set_grad(self, value):
+        self._grad = None if value is None else _gradient_for(self, value)
+
+    grad = property(operator.attrgetter("_grad"), _set_grad, doc="""The gradient summed into
+        this tensor by backward: None or a Tensor of this tensor's shape and dtype. Assigning
+        accepts None, a Tensor or a NumPy array of this shape (stored as a Tensor of this
+        dtype; an array is copied) and refuses anything else.""")
+
     # ----- attributes ------------------------------------------------------------------------
     @property
     def shape(self):
-        return self.data.shape
+        return self._data.shape
 
     @property
     def size(self):
         """Number of elements."""
-        return self.data.size
+        return self._data.size
 
     @property
     def ndim(self):
-        return self.data.ndim
+        return self._data.ndim
 
     @property
     def dtype(self):
-        return self.data.dtype
+        return self._data.dtype
 
     @property
     def is_leaf(self):
@@ -189,13 +300,13 @@ class Tensor:
 
     def zero_grad(self):
         """Forget the accumulated gradient (``grad`` becomes None)."""
-        self.grad = None
+        self._grad = None
 
     def requires_grad_(self, requires_grad=True):
         """Set ``requires_grad`` in place (leaves only) and return self."""
-        if requires_grad and self.data.dtype.type not in _FLOAT_DTYPES:
+        if requires_grad and self._data.dtype.type not in _FLOAT_DTYPES:
             raise TypeError(f"only floating-point tensors can require gradients, "
-                            f"but this tensor has dtype {self.data.dtype}")
+                            f"but this tensor has dtype {self._data.dtype}")
         if not requires_grad and self.grad_fn is not None:
             raise RuntimeError("requires_grad_(False) is only allowed on leaves; use detach()")
         self.requires_grad = bool(requires_grad)
@@ -226,7 +337,7 @@ class Tensor:
 
     def detach(self):
         """A new leaf sharing this tensor's data, cut off from the graph."""
-        return Tensor._make(self.data)
+        return Tensor._make(self._data)
 
     def clone(self):
         """A differentiable copy."""
@@ -237,39 +348,102 @@ class Tensor:
     # ----- conversion --------------------------------------------------------------------------
     def numpy(self):
         """The underlying NumPy array (shared, not copied)."""
-        return self.data
+        return self._data
 
     def item(self):
         """The single element as a Python number."""
-        if self.data.size != 1:
+        if self._data.size != 1:
             raise ValueError(f"item() needs a tensor with exactly one element, got shape {self.shape}")
-        return self.data.item()
+        return self._data.item()
 
     def tolist(self):
-        return self.data.tolist()
+        return self._data.tolist()
 
     def __array__(self, dtype=None, copy=None):
         if dtype is None:
-            return self.data.copy() if copy else self.data
-        return self.data.astype(dtype, copy=bool(copy))
+            return self._data.copy() if copy else self._data
+        return self._data.astype(dtype, copy=bool(copy))
 
     def astype(self, dtype):
         """This tensor converted to ``dtype`` (differentiable between float dtypes)."""
         dtype = np.dtype(dtype)
         if dtype.type not in _FLOAT_DTYPES:
-            return Tensor._make(self.data.astype(dtype))
+            return Tensor._make(self._data.astype(dtype))
         return run_op(CastBackward, self, dtype=dtype)
 
+    def to(self, dtype=None, *args, **kwargs):
+        """PyTorch's ``t.to(dtype)``: this tensor as ``dtype`` (itself when it already is).
+
+        A device (``'cpu'``) is accepted and ignored, since tinytorch runs on the CPU only.
+        """
+        device = kwargs.pop("device", None)
+        dtype = kwargs.pop("dtype", dtype)
+        if kwargs or args:
+            raise TypeError(f"to() takes a dtype and/or device='cpu', got {args} {kwargs}")
+        if isinstance(dtype, str) and dtype.split(":")[0] in ("cpu", "cuda", "mps", "xpu"):
+            dtype, device = None, dtype
+        if device not in (None, "cpu"):
+            raise ValueError(f"to(): tinytorch runs on the CPU only, got device {device!r}")
+        if dtype is None or np.dtype(dtype) == self._data.dtype:
+            return self
+        return self.astype(dtype)
+
+    def float(self):
+        """This tensor as float32 (itself when it already is)."""
+        return self.to(np.float32)
+
+    def double(self):
+        """This tensor as float64 (itself when it already is)."""
+        return self.to(np.float64)
+
+    def half(self):
+        """This tensor as float16 (itself when it already is)."""
+        return self.to(np.float16)
+
+    def long(self):
+        """This tensor as int64 (no gradient flows through integers)."""
+        return self.to(np.int64)
+
+    def int(self):
+        """This tensor as int32 (no gradient flows through integers)."""
+        return self.to(np.int32)
+
+    def bool(self):
+        """This tensor as bool (True where nonzero)."""
+        return self.to(np.bool_)
+
+    def memory_footprint(self):
+        """Bytes the values take (TinyTorch's name for ``data.nbytes``)."""
+        return self._data.nbytes
+
+    def numel(self):
+        """The number of elements (PyTorch's name; ``size`` is TinyTorch's)."""
+        return self._data.size
+
+    def dim(self):
+        """The number of axes (PyTorch's name; also ``ndim``)."""
+        return self._data.ndim
+
+    def contiguous(self):
+        """This tensor with its values in C order: itself when they already are, else a copy."""
+        return self if self._data.flags.c_contiguous else self.clone()
+
     def __len__(self):
-        if self.data.ndim == 0:
+        if self._data.ndim == 0:
             raise TypeError("len() of a 0-d tensor")
-        return len(self.data)
+        return len(self._data)
 
     def __bool__(self):
-        if self.data.size != 1:
-            raise ValueError(f"the truth value of a tensor with {self.data.size} elements is "
-                             f"ambiguous; use .any() / .all() style reductions")
-        return bool(self.data)
+        if self._data.size != 1:
+            raise ValueError(f"the truth value of a tensor with {self._data.size} elements is "
+                             f"ambiguous; use .any() or .all()")
+        return bool(self._data)
+
+    def __format__(self, spec):
+        """A one-element tensor formats as its number (``f"{loss:.4f}"``), as in PyTorch."""
+        if self._data.size == 1 and spec:
+            return format(self.item(), spec)
+        return format(str(self), spec)
 
     def __float__(self):
         return float(self.item())
@@ -278,9 +452,9 @@ class Tensor:
         return int(self.item())
 
     def __index__(self):
-        if self.data.dtype.kind not in "iu" or self.data.size != 1:
+        if self._data.dtype.kind not in "iu" or self._data.size != 1:
             raise TypeError("only one-element integer tensors can be used as an index")
-        return int(self.data.item())
+        return int(self._data.item())
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))
@@ -288,50 +462,65 @@ class Tensor:
     __hash__ = object.__hash__
 
     def __repr__(self):
-        body = np.array2string(self.data, separator=", ", prefix="Tensor(")
+        body = np.array2string(self._data, separator=", ", prefix="Tensor(")
         extra = ""
         if self.grad_fn is not None:
             extra = f", grad_fn={self.grad_fn!r}"
         elif self.requires_grad:
             extra = ", requires_grad=True"
-        return f"Tensor({body}, dtype={self.data.dtype}{extra})"
+        return f"Tensor({body}, dtype={self._data.dtype}{extra})"
 
     # ----- arithmetic ---------------------------------------------------------------------------
     def __add__(self, other):
-        return run_op(AddBackward, self, _arithmetic_operand(other, self))
+        a, b = _operands(self, other)
+        return run_op(AddBackward, a, b)
 
     def __radd__(self, other):
-        return run_op(AddBackward, _arithmetic_operand(other, self), self)
+        b, a = _operands(self, other)
+        return run_op(AddBackward, a, b)
 
     def __sub__(self, other):
-        return run_op(SubBackward, self, _arithmetic_operand(other, self))
+        a, b = _operands(self, other)
+        return run_op(SubBackward, a, b)
 
     def __rsub__(self, other):
-        return run_op(SubBackward, _arithmetic_operand(other, self), self)
+        b, a = _operands(self, other)
+        return run_op(SubBackward, a, b)
 
     def __mul__(self, other):
-        return run_op(MulBackward, self, _arithmetic_operand(other, self))
+        a, b = _operands(self, other)
+        return run_op(MulBackward, a, b)
 
     def __rmul__(self, other):
-        return run_op(MulBackward, _arithmetic_operand(other, self), self)
+        b, a = _operands(self, other)
+        return run_op(MulBackward, a, b)
 
     def __truediv__(self, other):
-        return run_op(DivBackward, self, _arithmetic_operand(other, self))
+        a, b = _division_operands(self, other)
+        return run_op(DivBackward, a, b)
 
     def __rtruediv__(self, other):
-        return run_op(DivBackward, _arithmetic_operand(other, self), self)
+        b, a = _division_operands(self, other)
+        return run_op(DivBackward, a, b)
 
     def __pow__(self, exponent):
-        return run_op(PowBackward, self, _operand(exponent, self))
+        a, b = _operands(self, exponent)
+        return run_op(PowBackward, a, b)
 
     def __rpow__(self, base):
-        return run_op(PowBackward, _operand(base, self), self)
+        b, a = _operands(self, base)
+        return run_op(PowBackward, a, b)
 
     def __matmul__(self, other):
-        return run_op(MatmulBackward, self, _operand(other, self))
+        a, b = _operands(self, other)
+        return run_op(MatmulBackward, a, b)
 
     def __rmatmul__(self, other):
-        return run_op(MatmulBackward, _operand(other, self), self)
+        b, a = _operands(self, other)
+        return run_op(MatmulBackward, a, b)
+
+    def __abs__(self):
+        return self.abs()
 
     def __neg__(self):
         return run_op(NegBackward, self)
@@ -360,8 +549,8 @@ class Tensor:
 
     # ----- comparisons (no gradient) ------------------------------------------------------------
     def _compare(self, other, ufunc):
-        other = other.data if isinstance(other, Tensor) else other
-        return Tensor._make(ufunc(self.data, other))
+        other = other._data if isinstance(other, Tensor) else other
+        return Tensor._make(ufunc(self._data, other))
 
     def __eq__(self, other):
         return self._compare(other, np.equal)
@@ -409,6 +598,13 @@ class Tensor:
     def cos(self):
         return run_op(CosBackward, self)
 
+    def masked_fill(self, mask, value):
+        """``value`` where ``mask`` is true (nonzero), this tensor elsewhere (differentiable in
+        this tensor); ``mask`` broadcasts to this tensor's shape."""
+        mask = np.asarray(_array_of(mask)) != 0
+        return where(np.broadcast_to(mask, np.broadcast_shapes(mask.shape, self.shape)),
+                     value, self)
+
     def clip(self, min=None, max=None):
         """Limit values to [min, max]; the gradient flows where min <= x <= max.
 
@@ -416,19 +612,21 @@ class Tensor:
         """
         if min is None and max is None:
             raise ValueError("clip: give at least one of min and max")
-        low = min.data if isinstance(min, Tensor) else min
-        high = max.data if isinstance(max, Tensor) else max
+        low = min._data if isinstance(min, Tensor) else min
+        high = max._data if isinstance(max, Tensor) else max
         return run_op(ClipBackward, self, low=low, high=high)
 
     clamp = clip
 
     def maximum(self, other):
         """Elementwise maximum; at ties the gradient is split equally."""
-        return run_op(MaximumBackward, self, _operand(other, self))
+        a, b = _operands(self, other)
+        return run_op(MaximumBackward, a, b)
 
     def minimum(self, other):
         """Elementwise minimum; at ties the gradient is split equally."""
-        return run_op(MinimumBackward, self, _operand(other, self))
+        a, b = _operands(self, other)
+        return run_op(MinimumBackward, a, b)
 
     # ----- reductions ---------------------------------------------------------------------------
     # ``out``/``dtype`` let NumPy's np.sum(t), np.mean(t), np.max(t)... call these methods.
@@ -450,25 +648,39 @@ class Tensor:
         result = run_op(MinBackward, self, axis=_axis(axis, dim), keepdims=keepdims)
         return _numpy_reduction_result(result, None, out)
 
-    def var(self, axis=None, keepdims=False, dim=None, correction=0):
-        """Variance ``sum((x - mean)^2) / (N - correction)``; population variance by default."""
-        axis = _axis(axis, dim)
-        centered = self - self.mean(axis=axis, keepdims=True)
-        if axis is None or self.ndim == 0:
-            count = self.data.size
-        else:
-            count = int(np.prod([self.shape[a] for a in _axes_tuple(axis, self.ndim)]))
-        return (centered * centered).sum(axis=axis, keepdims=keepdims) / (count - correction)
+    amax = max
+    amin = min
 
-    def std(self, axis=None, keepdims=False, dim=None, correction=0):
-        """Standard deviation, ``sqrt(var(...))``."""
-        return self.var(axis=axis, keepdims=keepdims, dim=dim, correction=correction).sqrt()
+    def var(self, axis=None, keepdims=False, dim=None, correction=0, dtype=None, out=None,
+            ddof=None):
+        """Variance ``sum((x - mean)^2) / (N - correction)``; population variance by default
+        (``ddof`` is NumPy's name for ``correction``, so ``np.var(t)`` works too)."""
+        result = run_op(VarBackward, self, axis=_axis(axis, dim), keepdims=keepdims,
+                        correction=correction if ddof is None else ddof)
+        return _numpy_reduction_result(result, dtype, out)
+
+    def std(self, axis=None, keepdims=False, dim=None, correction=0, dtype=None, out=None,
+            ddof=None):
+        """Standard deviation ``sqrt(var(...))``; its gradient is 0 where it is 0 (as PyTorch)."""
+        result = run_op(StdBackward, self, axis=_axis(axis, dim), keepdims=keepdims,
+                        correction=correction if ddof is None else ddof)
+        return _numpy_reduction_result(result, dtype, out)
+
+    def any(self, axis=None, keepdims=False, dim=None, out=None):
+        """True where any element (over ``axis``) is nonzero: a bool Tensor, no gradient."""
+        result = Tensor._make(np.any(self._data, axis=_axis(axis, dim), keepdims=keepdims))
+        return _numpy_reduction_result(result, None, out)
+
+    def all(self, axis=None, keepdims=False, dim=None, out=None):
+        """True where all elements (over ``axis``) are nonzero: a bool Tensor, no gradient."""
+        result = Tensor._make(np.all(self._data, axis=_axis(axis, dim), keepdims=keepdims))
+        return _numpy_reduction_result(result, None, out)
 
     def argmax(self, axis=None, keepdims=False, dim=None):
-        return Tensor._make(np.argmax(self.data, axis=_axis(axis, dim), keepdims=keepdims))
+        return Tensor._make(np.argmax(self._data, axis=_axis(axis, dim), keepdims=keepdims))
 
     def argmin(self, axis=None, keepdims=False, dim=None):
-        return Tensor._make(np.argmin(self.data, axis=_axis(axis, dim), keepdims=keepdims))
+        return Tensor._make(np.argmin(self._data, axis=_axis(axis, dim), keepdims=keepdims))
 
     # ----- shape ---------------------------------------------------------------------------------
     def reshape(self, *shape):
@@ -542,10 +754,10 @@ class Tensor:
         key = _index_key(key)
         if self._starts_inplace(value, "x[...] = value"):
             before = self._snapshot()
-            value = before if value is self else _operand(value, self)
+            before, value = (before, before) if value is self else _operands(before, value)
             self._finish_inplace(run_op(SetItemBackward, before, value, key=key), "x[...] = value")
         else:
-            self.data[key] = value.data if isinstance(value, Tensor) else value
+            self._data[key] = value._data if isinstance(value, Tensor) else value
             _autograd.note_inplace(self, "x[...] = value")
 
     # ----- in-place arithmetic ----------------------------------------------------------------------
@@ -569,12 +781,12 @@ class Tensor:
         """
         if self._starts_inplace(other, symbol):
             before = self._snapshot()
-            other = before if other is self else _operand(other, self)
+            before, other = (before, before) if other is self else _operands(before, other)
             self._finish_inplace(run_op(op, before, other), symbol)
         else:
             with _autograd.no_grad():
-                result = run_op(op, self, _operand(other, self))
-            self._write(result.data, symbol)
+                result = run_op(op, *_operands(self, other))
+            self._write(result._data, symbol)
             _autograd.note_inplace(self, symbol)
         return self
 
@@ -587,7 +799,7 @@ class Tensor:
                 f"a leaf tensor that requires grad cannot be changed in place ({symbol}): "
                 f"write an out-of-place op (x = x + y), or update it under no_grad() as "
                 f"optimizers do")
-        if recording and self.grad_fn is None and isinstance(self.data.base, np.ndarray):
+        if recording and self.grad_fn is None and isinstance(self._data.base, np.ndarray):
             raise RuntimeError(
                 f"in-place {symbol} of a value that requires grad into a view of another "
                 f"tensor's memory (e.g. x[i] of a tensor that does not require grad) cannot "
@@ -602,24 +814,51 @@ class Tensor:
 
     def _snapshot(self):
         """A copy of this tensor as it is now, standing in for it in the graph."""
-        before = Tensor._make(self.data.copy(), self.grad_fn)
+        before = Tensor._make(self._data.copy(), self.grad_fn)
         before.requires_grad = self.requires_grad
-        if self.grad_fn is not None and self.grad_fn.output_data is self.data:
-            self.grad_fn.output_data = before.data        # the node keeps the old values
+        if self.grad_fn is not None and self.grad_fn.output_data is self._data:
+            self.grad_fn.output_data = before._data        # the node keeps the old values
         return before
 
     def _write(self, values, symbol):
-        if values.shape != self.data.shape:
+        if values.shape != self._data.shape:
             raise ValueError(f"in-place {symbol}: the result has shape {values.shape}, which "
-                             f"does not fit the tensor's shape {self.data.shape}")
-        if not np.can_cast(values.dtype, self.data.dtype, casting="same_kind"):
+                             f"does not fit the tensor's shape {self._data.shape}")
+        if not np.can_cast(values.dtype, self._data.dtype, casting="same_kind"):
             raise TypeError(f"in-place {symbol}: the result has dtype {values.dtype}, which "
-                            f"cannot be stored in a tensor of dtype {self.data.dtype}")
-        self.data[...] = values
+                            f"cannot be stored in a tensor of dtype {self._data.dtype}")
+        self._data[...] = values
 
     def _finish_inplace(self, result, symbol):
-        self._write(result.data, symbol)
+        self._write(result._data, symbol)
         _autograd.note_inplace(self, symbol, new_grad_fn=result.grad_fn)
+
+
+def _gradient_for(tensor, value):
+    """``value`` as the ``.grad`` of ``tensor``: a Tensor of its shape and dtype."""
+    if isinstance(value, Tensor):
+        array = value._data
+    elif isinstance(value, (np.ndarray, np.generic)):
+        array = np.asarray(value)
+    else:
+        raise TypeError(f"a gradient must be None, a Tensor or a NumPy array, got "
+                        f"{type(value).__name__}")
+    if array.shape != tensor._data.shape:
+        raise ValueError(f"cannot assign a gradient of shape {array.shape} to a tensor of shape "
+                         f"{tensor._data.shape}: they must match")
+    if array.dtype.kind not in "fiu":
+        raise TypeError(f"a gradient must hold numbers, got an array of dtype {array.dtype}")
+    dtype = tensor._data.dtype
+    if isinstance(value, Tensor):
+        return value if array.dtype == dtype else value.astype(dtype)
+    return Tensor._make(array.astype(dtype))
+
+
+# NumPy ufuncs that are one of our differentiable operators (see Tensor.__array_ufunc__)
+_UFUNC_OPERATORS = {np.add: "add", np.subtract: "sub", np.multiply: "mul",
+                    np.true_divide: "truediv", np.power: "pow", np.matmul: "matmul"}
+_UFUNC_COMPARISONS = (np.equal, np.not_equal, np.less, np.less_equal, np.greater,
+                      np.greater_equal)
 
 
 class _RetainGrad:
@@ -634,11 +873,11 @@ class _RetainGrad:
     def __call__(self, grad):
         tensor = self.tensor_ref()
         if tensor is not None:
-            grad = grad.data if isinstance(grad, Tensor) else grad
+            grad = grad._data if isinstance(grad, Tensor) else grad
             if tensor.grad is None:
                 tensor.grad = Tensor._make(np.array(grad, dtype=tensor.dtype))
             else:
-                tensor.grad.data = tensor.grad.data + grad
+                tensor.grad._data = tensor.grad._data + grad
 
 
 def _numpy_reduction_result(result, dtype, out):
@@ -676,7 +915,7 @@ def _index_key(key):
     if isinstance(key, tuple):
         return tuple(_index_key(k) for k in key)
     if isinstance(key, Tensor):
-        key = key.data.copy()        # the graph keeps the key: later edits must not change it
+        key = key._data.copy()        # the graph keeps the key: later edits must not change it
     elif isinstance(key, list):
         key = np.asarray(key)
     if isinstance(key, np.ndarray) and key.dtype.kind == "f":
@@ -736,12 +975,12 @@ def full(shape, fill_value, dtype=None, requires_grad=False):
 
 def zeros_like(t, dtype=None, requires_grad=False):
     """Zeros with the shape (and dtype, unless given) of ``t``."""
-    return Tensor._make(np.zeros(np.shape(_data(t)), dtype or _data(t).dtype)).requires_grad_(requires_grad)
+    return Tensor._make(np.zeros(np.shape(_array_of(t)), dtype or _array_of(t).dtype)).requires_grad_(requires_grad)
 
 
 def ones_like(t, dtype=None, requires_grad=False):
     """Ones with the shape (and dtype, unless given) of ``t``."""
-    return Tensor._make(np.ones(np.shape(_data(t)), dtype or _data(t).dtype)).requires_grad_(requires_grad)
+    return Tensor._make(np.ones(np.shape(_array_of(t)), dtype or _array_of(t).dtype)).requires_grad_(requires_grad)
 
 
 def randn(*shape, dtype=None, requires_grad=False):
@@ -767,8 +1006,8 @@ def eye(n, m=None, dtype=None, requires_grad=False):
     return Tensor._make(np.eye(n, m, dtype=_creation_dtype(dtype))).requires_grad_(requires_grad)
 
 
-def _data(t):
-    return t.data if isinstance(t, Tensor) else np.asarray(t)
+def _array_of(t):
+    return t._data if isinstance(t, Tensor) else np.asarray(t)
 
 
 def concatenate(tensors, axis=None, dim=None):
@@ -798,11 +1037,14 @@ def _axis_or_zero(axis, dim):
 
 def where(condition, a, b):
     """Elementwise ``a`` where ``condition`` is true, else ``b`` (differentiable in a and b)."""
-    condition = np.array(_data(condition), dtype=bool)     # a copy: the graph keeps it
-    like = a if isinstance(a, Tensor) else b if isinstance(b, Tensor) else None
-    if like is None:                 # two constants: nothing to differentiate
+    condition = np.array(_array_of(condition), dtype=bool)     # a copy: the graph keeps it
+    if isinstance(a, Tensor):
+        a, b = _operands(a, b)
+    elif isinstance(b, Tensor):
+        b, a = _operands(b, a)
+    else:                            # two constants: nothing to differentiate
         return Tensor(np.where(condition, a, b))
-    return run_op(WhereBackward, _operand(a, like), _operand(b, like), condition=condition)
+    return run_op(WhereBackward, a, b, condition=condition)
 
 
 def _join_operands(values):
@@ -822,6 +1064,7 @@ from tinytorch.core.ops import (  # noqa: E402
     CosBackward, DivBackward, ExpandBackward, ExpBackward, LogBackward, MatmulBackward,
     MaxBackward, MaximumBackward, MeanBackward, MinBackward, MinimumBackward, MulBackward,
     NegBackward, PermuteBackward, PowBackward, ReLUBackward, ReshapeBackward, SigmoidBackward,
-    SetItemBackward, SinBackward, SliceBackward, SqrtBackward, StackBackward, SubBackward, SumBackward,
+    SetItemBackward, SinBackward, SliceBackward, SqrtBackward, StackBackward, StdBackward,
+    SubBackward, SumBackward, VarBackward,
     TanhBackward, TransposeBackward, WhereBackward,
 )

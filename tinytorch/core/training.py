@@ -16,6 +16,10 @@ import numpy as np
 
 from tinytorch.core import serialization
 from tinytorch.core.autograd import no_grad
+from tinytorch.core.layers import set_training_mode
+from tinytorch.core.losses import (  # noqa: F401  (MSELoss, CrossEntropyLoss: TinyTorch's path)
+    BCEWithLogitsLoss, BinaryCrossEntropyLoss, CrossEntropyLoss, MSELoss,
+)
 from tinytorch.core.tensor import Tensor
 
 
@@ -89,6 +93,10 @@ def clip_grad_norm(parameters, max_norm=1.0):
 
     >>> norm = clip_grad_norm(model.parameters(), max_norm=1.0)
     """
+    if (isinstance(max_norm, bool) or not isinstance(max_norm, (int, float, np.number))
+            or not 0 <= max_norm < math.inf):
+        raise ValueError(f"clip_grad_norm: max_norm must be a finite and nonnegative number, "
+                         f"got {max_norm!r}")
     if isinstance(parameters, Tensor):
         parameters = [parameters]
     grads = [p.grad.data if isinstance(p.grad, Tensor) else p.grad
@@ -140,8 +148,9 @@ class Trainer:
 
     ``trainer.history`` records every call: ``train_loss``/``train_accuracy`` per
     :meth:`train_epoch`, ``eval_loss``/``eval_accuracy`` per :meth:`evaluate`, and
-    ``learning_rates``. Accuracy is the fraction of correct arg-max predictions for outputs
-    with one score per class (N, C), and NaN for other outputs.
+    ``learning_rates``. Accuracy is the fraction of correct predictions: arg-max classes for
+    outputs with one score per class (N, C), thresholded elements for the binary
+    cross-entropy losses, and NaN where nothing is predicted (e.g. regression).
 
     >>> trainer = Trainer(model, SGD(model.parameters(), lr=0.1), MSELoss())
     >>> loss = trainer.train_epoch(train_loader)
@@ -162,36 +171,48 @@ class Trainer:
                         "eval_accuracy": [], "learning_rates": []}
 
     def train_epoch(self, dataloader, accumulation_steps=1, on_batch=None):
-        """One pass over ``dataloader``, updating the parameters; returns the mean batch loss.
+        """One pass over ``dataloader``, updating the parameters; returns the mean loss per
+        sample.
 
-        With ``accumulation_steps=k`` the gradients of k batches are summed (each loss divided
-        by k) before one optimizer step, as with a k times larger batch. ``on_batch`` is an
+        With ``accumulation_steps=k`` the gradients of k batches are summed before one
+        optimizer step, each batch weighted by its number of samples, exactly as one batch
+        holding all their samples would give (also for a shorter last window and unequal
+        batches; a loss with ``reduction='sum'`` is summed as it is). ``on_batch`` is an
         optional callable given the running mean loss after each batch.
         """
-        if int(accumulation_steps) != accumulation_steps or accumulation_steps < 1:
+        if (isinstance(accumulation_steps, bool) or int(accumulation_steps) != accumulation_steps
+                or accumulation_steps < 1):
             raise ValueError(f"accumulation_steps must be a positive integer, "
                              f"got {accumulation_steps!r}")
+        summed = getattr(self.loss_fn, "reduction", "mean") == "sum"
         self._set_training(True)
         if self.scheduler is not None:
             self.optimizer.lr = self.scheduler.get_lr(self.epoch)
         self.optimizer.zero_grad()
-        total_loss, correct, counted, batches, pending = 0.0, 0, 0, 0, 0
+        total_loss, samples, correct, counted, pending, window = 0.0, 0, 0, 0, 0, 0
+        batches = 0
         for inputs, targets in dataloader:
             batches += 1
             outputs, loss, value = self._forward_loss(inputs, targets, batches)
-            (loss / accumulation_steps if accumulation_steps > 1 else loss).backward()
-            pending += 1
+            n = _sample_count(outputs)
+            weight = 1 if summed else n
+            if accumulation_steps == 1:
+                loss.backward()
+            else:                    # the window's summed loss; divided by its samples below
+                loss.backward(np.asarray(weight, dtype=loss.dtype))
+            pending, window = pending + 1, window + n
             if pending == accumulation_steps:
-                self._update(batches)
-                pending = 0
-            total_loss += value
-            right, n = _count_correct(outputs, targets)
-            correct, counted = correct + right, counted + n
+                self._update(batches, 1 if accumulation_steps == 1 or summed else window)
+                pending = window = 0
+            total_loss += value * weight
+            samples += n
+            right, m = _count_correct(outputs, targets, self.loss_fn)
+            correct, counted = correct + right, counted + m
             if on_batch is not None:
-                on_batch(total_loss / batches)
+                on_batch(total_loss / samples)
         if pending:
-            self._update(batches)
-        mean_loss = total_loss / max(batches, 1)
+            self._update(batches, 1 if summed else window)
+        mean_loss = total_loss / samples if samples else math.nan
         self.history["train_loss"].append(mean_loss)
         self.history["train_accuracy"].append(correct / counted if counted else math.nan)
         self.history["learning_rates"].append(getattr(self.optimizer, "lr", None))
@@ -223,10 +244,10 @@ class Trainer:
             with no_grad():
                 for inputs, targets in dataloader:
                     outputs = self._forward(inputs)
-                    n = len(outputs) if getattr(outputs, "ndim", 0) else 1
-                    total_loss += self.loss_fn(outputs, targets).item() * n
+                    n = _sample_count(outputs)
+                    total_loss += self._loss(outputs, targets).item() * n
                     samples += n
-                    right, m = _count_correct(outputs, targets)
+                    right, m = _count_correct(outputs, targets, self.loss_fn)
                     correct, counted = correct + right, counted + m
         finally:
             self._set_training(was_training)
@@ -327,24 +348,34 @@ class Trainer:
     def _forward(self, inputs):
         return self.model(inputs) if callable(self.model) else self.model.forward(inputs)
 
+    def _loss(self, outputs, targets):
+        loss_fn = self.loss_fn
+        return loss_fn(outputs, targets) if callable(loss_fn) else loss_fn.forward(outputs, targets)
+
     def _set_training(self, mode):
         if hasattr(self.model, "train") and callable(self.model.train):
             self.model.train(mode)
-        else:
+        else:                  # a hand-written model: reach the modules it holds
             self.model.training = mode
+            set_training_mode(self.model, mode)
 
     def _forward_loss(self, inputs, targets, batch):
         """``(outputs, loss, loss value)`` of one batch; DivergenceError for a non-finite loss
         (``batch``: the batch's number in its epoch, for the message, or None)."""
         outputs = self._forward(inputs)
-        loss = self.loss_fn(outputs, targets)
+        loss = self._loss(outputs, targets)
         value = loss.item()
         if self.check_finite and not math.isfinite(value):
             raise self._diverged(batch, f"the loss is {value}")
         return outputs, loss, value
 
-    def _update(self, batch):
-        """One optimizer step (``batch``: the epoch's batches so far, or None, for messages)."""
+    def _update(self, batch, samples=1):
+        """One optimizer step on the gradients summed over ``samples`` samples (their mean);
+        ``batch``: the epoch's batches so far, or None, for messages."""
+        if samples != 1:
+            for p in self.model.parameters():
+                if p.grad is not None:
+                    p.grad.data *= 1.0 / samples
         if self.grad_clip_norm is not None:
             clip_grad_norm(self.model.parameters(), self.grad_clip_norm)
         if self.check_finite:
@@ -488,10 +519,28 @@ def _message(error):
     return " ".join(text.split())
 
 
-def _count_correct(outputs, targets):
-    """(correct arg-max predictions, samples) for class scores (N, C); (0, 0) otherwise."""
+def _sample_count(outputs):
+    """Samples in a batch: the length of the outputs' first axis (1 for a 0-d output)."""
+    return len(outputs) if getattr(outputs, "ndim", 0) else 1
+
+
+def _count_correct(outputs, targets, loss_fn=None):
+    """(correct predictions, predictions made) for a batch; (0, 0) when nothing is predicted.
+
+    Binary cross-entropy losses predict each element: 1 where the probability is >= 0.5
+    (``BinaryCrossEntropyLoss``) or the logit >= 0 (``BCEWithLogitsLoss``), against targets
+    rounded at 0.5. Otherwise class scores (N, C) predict their arg-max class, against class
+    indices (N,) or one-hot rows (N, C).
+    """
     scores = outputs.data if isinstance(outputs, Tensor) else np.asarray(outputs)
     labels = targets.data if isinstance(targets, Tensor) else np.asarray(targets)
+    threshold = (0.5 if isinstance(loss_fn, BinaryCrossEntropyLoss)
+                 else 0.0 if isinstance(loss_fn, BCEWithLogitsLoss) else None)
+    if threshold is not None:
+        if labels.size != scores.size:
+            return 0, 0
+        predicted = scores.reshape(-1) >= threshold
+        return int(np.sum(predicted == (labels.reshape(-1) >= 0.5))), scores.size
     if scores.ndim != 2 or scores.shape[1] < 2:
         return 0, 0
     if labels.ndim == 2 and labels.shape == scores.shape:
@@ -552,4 +601,4 @@ def _epoch_line(history, last_epoch):
 
 
 __all__ = ["CosineSchedule", "StepSchedule", "clip_grad_norm", "clip_grad_norm_", "Trainer",
-           "DivergenceError", "read_checkpoint", "format_loss"]
+           "DivergenceError", "read_checkpoint", "format_loss", "MSELoss", "CrossEntropyLoss"]

@@ -1,4 +1,5 @@
-"""Small offline data sets: the bundled 8x8 handwritten digits and 2-D toy problems.
+"""Small offline data sets: the bundled 8x8 handwritten digits, 2-D toy problems and the
+"tiny Shakespeare" text corpus.
 
 >>> from tinytorch.datasets import load_digits, make_moons
 >>> X, y = load_digits()
@@ -10,9 +11,11 @@ Everything here works offline: nothing is ever downloaded.
 
 The digits are the UCI "Optical Recognition of Handwritten Digits" data (E. Alpaydin and
 C. Kaynak, 1998, https://doi.org/10.24432/C50P49), licensed CC BY 4.0; see
-``tinytorch/datasets/data/LICENSE-digits.txt``.
+``tinytorch/datasets/data/LICENSE-digits.txt``. The Shakespeare text is in the public domain;
+see ``tinytorch/datasets/data/LICENSE-shakespeare.txt``.
 """
 
+import gzip
 from importlib import resources
 
 import numpy as np
@@ -33,6 +36,26 @@ def load_digits():
     with source.open("rb") as f, np.load(f, allow_pickle=False) as data:
         images, labels = data["images"], data["labels"]
     return (images / np.float32(16)).astype(np.float32), labels.astype(np.int64)
+
+
+def load_shakespeare(split=None):
+    """The "tiny Shakespeare" corpus as one str: speeches from Shakespeare's plays.
+
+    1,115,394 characters, 65 distinct (letters, the digit 3, punctuation, space, newline),
+    each speaker's name on its own line: the standard small corpus for character-level language
+    models (collected for char-rnn, A. Karpathy, 2015). ``split=None`` returns the whole text;
+    ``"train"`` its first 90% of characters (``text[:int(0.9 * len(text))]``, 1,003,854
+    characters, as nanoGPT) and ``"val"`` the remaining 10% (111,540), the conventional split for
+    reported numbers. The text is in the public domain; it ships gzip-compressed inside tinytorch
+    (``datasets/data/tinyshakespeare.txt.gz``, whose CRC gzip checks on every read).
+    """
+    if split not in (None, "train", "val"):
+        raise ValueError(f"split must be None, 'train' or 'val', got {split!r}")
+    source = resources.files(__name__).joinpath("data", "tinyshakespeare.txt.gz")
+    with source.open("rb") as f:
+        text = gzip.decompress(f.read()).decode("utf-8")
+    boundary = int(0.9 * len(text))
+    return {None: text, "train": text[:boundary], "val": text[boundary:]}[split]
 
 
 def make_moons(n_samples=200, noise=0.1, seed=None):
@@ -114,4 +137,4 @@ def _finish(X, y, noise, rng):
     return X[order].astype(np.float32), y[order].astype(np.int64)
 
 
-__all__ = ["load_digits", "make_moons", "make_spirals", "make_xor", "load_dataset", "DATASETS"]
+__all__ = ["load_digits", "load_shakespeare", "make_moons", "make_spirals", "make_xor", "load_dataset", "DATASETS"]
