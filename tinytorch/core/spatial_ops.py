@@ -94,7 +94,7 @@ class _Window:
     """
 
     __slots__ = ("kernel", "stride", "dilation", "padding", "in_hw", "padded_hw", "padded",
-                 "out_hw", "offsets", "interior")
+                 "out_hw", "offsets", "interior", "overlapping", "tiled")
 
     def __init__(self, in_hw, kernel, stride, dilation, padding):
         self.kernel, self.stride, self.dilation, self.padding = kernel, stride, dilation, padding
@@ -112,6 +112,9 @@ class _Window:
         # the index of the unpadded input inside the padded one
         self.interior = (slice(None), slice(None), slice(top, top + in_hw[0]),
                          slice(left, left + in_hw[1]))
+        # do windows share positions? do they cover the padded input exactly once?
+        self.overlapping = any(st < sp for st, sp in zip(stride, span))
+        self.tiled = (stride == span and self.padded_hw == (oh * sh, ow * sw))
 
 
 
@@ -253,7 +256,8 @@ def _conv_input_grad(grad, weight, window, groups, c):
     o = weight.shape[0]
     w = _grouped(weight.reshape(o, -1), groups)
     cols = np.matmul(w.transpose(0, 2, 1), _grouped(_rows(grad), groups))
-    return _col2im(cols.reshape(-1, cols.shape[-1]), window, grad.shape[0], c)
+    return _col2im(cols.reshape(cols.shape[0] * cols.shape[1], cols.shape[2]), window,
+                   grad.shape[0], c)
 
 
 def _conv_weight_grad(grad, cols, weight_shape, groups):
@@ -382,10 +386,7 @@ def _add_windows(window, x, terms):
             placed = run_op(IndexAddBackward, a * b, key=index, shape=padded_shape)
             total = placed if total is None else total + placed
         return total[window.interior] if window.padded else total
-    spans = [d * (k - 1) + 1 for k, d in zip(window.kernel, window.dilation)]
-    overlapping = any(s < span for s, span in zip(window.stride, spans))
-    tiled = (not overlapping and list(window.stride) == spans
-             and window.padded_hw == tuple(o * s for o, s in zip(window.out_hw, window.stride)))
+    overlapping, tiled = window.overlapping, window.tiled
     dtype = np.result_type(*[a for a, _ in terms])
     fill = None if tiled else 0                      # tiled: every position gets written
     if window.padded or _is_batch_innermost(x):
@@ -596,7 +597,8 @@ def _conv2d(x, weight, bias, stride, padding, dilation, groups, who):
     if weight.ndim != 4:
         raise ValueError(f"{who}: weight must have shape (out_channels, in_channels / groups, kH, "
                          f"kW), got shape {weight.shape}")
-    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
+    if type(groups) is not int and (isinstance(groups, bool)
+                                    or not isinstance(groups, numbers.Integral)) or groups < 1:
         raise ValueError(f"{who}: groups must be a positive int, got {groups!r}")
     out_channels, group_channels, kh, kw = weight.shape
     if out_channels % groups:
