@@ -7,8 +7,8 @@ in a few NumPy calls, with no Python loop over pixels, channels or batch element
   multiplies it by the weight matrix: one matrix product (one per group). Its gradients are
   the same product transposed, plus **col2im** (adding each column back where it was read).
 - ``max_pool2d`` / ``avg_pool2d`` take the maximum / the mean of the ``kH * kW`` strided views
-  of the input, one per kernel offset (a loop over the kernel offsets only; measured against a
-  copy of all windows reduced at once, see :func:`_window_views`).
+  of the input, one per kernel offset (a loop over the kernel offsets only: measured faster
+  than reducing a copy of all windows at once, see :func:`_window_views`).
 - ``batch_norm`` normalises each channel over the batch and the spatial axes.
 
 **Memory layout.** The spatial ops return arrays whose batch axis is innermost in memory: a
@@ -182,9 +182,9 @@ def _window_views(xp, window):
     """The ``kH * kW`` strided views ``(N, C, OH, OW)`` of the padded input, one per kernel offset.
 
     Pooling reduces over these views one after the other (a loop over the kernel offsets).
-    Measured against one copy of all windows reduced at once (``sliding_window_view``, then
-    ``max``/``argmax`` over the window axes): on LeNet-5's first pooling (64x6x24x24, 2x2)
-    the loop took 0.3 ms, the copy 1.3 ms (batch-innermost) to 3 ms.
+    Measured on LeNet-5's first pooling (64x6x24x24, 2x2, batch innermost): the loop's max
+    took 0.11 ms; ``sliding_window_view`` with ``max`` over the window axes 0.37 ms, and with
+    the window copy that ``argmax`` needs 3.9 ms.
     """
     return [xp[index] for index in window.offsets]
 
@@ -212,9 +212,10 @@ def _col2im(cols, window, n, c):
 
     ``cols`` is ``(C * kH * kW, OH * OW * N)``; returns ``(N, C, H, W)``. One add per kernel
     offset ``(i, j)``, of a whole ``(N, C, OH, OW)`` block into a strided view of the padded
-    input (the loop over the kernel offsets: vectorising it with ``np.add.at`` on index arrays,
-    or as a transposed convolution (im2col of the zero-padded gradient, then a matrix
-    product), measured 3x to 10x slower on LeNet-5's layers).
+    input. Measured on LeNet-5's second convolution (batch 64): this loop over the kernel
+    offsets took 1.0 ms; without it, ``np.add.at`` on index arrays took 1.9 ms, ``np.bincount``
+    3.1 ms, and the transposed convolution (im2col of the zero-padded gradient, then a matrix
+    product) 6.3 ms.
     """
     (kh, kw), (oh, ow) = window.kernel, window.out_hw
     fields = cols.reshape(c, kh, kw, oh, ow, n)
