@@ -283,13 +283,14 @@ class Conv2dBackward(Function):
     """
     __slots__ = ("window", "groups", "cols")
 
-    def forward(self, x, weight, bias, window, groups=1):
+    def forward(self, x, weight, bias=None, *, window, groups=1):
         self.window, self.groups = window, groups
         out, self.cols = _conv_forward(x, weight, window, groups, bias)
         return out
 
-    def gradient(self, grad, x, weight, bias):
-        need_x, need_weight, need_bias = self.needs_input_grad
+    def gradient(self, grad, x, weight, bias=None):
+        need_x, need_weight = self.needs_input_grad[:2]       # (without a bias: two inputs)
+        need_bias = len(self.needs_input_grad) == 3 and self.needs_input_grad[2]
         window, groups = self.window, self.groups
         grad_x = grad_weight = None
         if isinstance(grad, Tensor):                # create_graph: the gradients as ops
@@ -304,8 +305,9 @@ class Conv2dBackward(Function):
                 grad_x = _conv_input_grad(grad, weight, window, groups, x.shape[1])
             if need_weight:
                 grad_weight = _conv_weight_grad(grad, self.cols, weight.shape, groups)
-        grad_bias = grad.sum(axis=(0, 2, 3)) if need_bias else None
-        return grad_x, grad_weight, grad_bias
+        if len(self.needs_input_grad) == 2:
+            return grad_x, grad_weight
+        return grad_x, grad_weight, grad.sum(axis=(0, 2, 3)) if need_bias else None
 
     def release(self):
         super().release()
@@ -330,7 +332,7 @@ class ConvTranspose2dBackward(Function):
         need_grad_y, need_weight = self.needs_input_grad
         window, groups = self.window, self.groups
         if isinstance(grad, Tensor):
-            return (run_op(Conv2dBackward, grad, weight, None, window=window, groups=groups)
+            return (run_op(Conv2dBackward, grad, weight, window=window, groups=groups)
                     if need_grad_y else None,
                     run_op(Conv2dWeightGradBackward, grad, grad_y, window=window, groups=groups,
                            weight_shape=_raw(weight).shape) if need_weight else None)
@@ -357,7 +359,7 @@ class Conv2dWeightGradBackward(Function):
         if isinstance(grad, Tensor):
             return (run_op(ConvTranspose2dBackward, grad_y, grad, window=window, groups=groups,
                            in_channels=_raw(x).shape[1]) if need_x else None,
-                    run_op(Conv2dBackward, x, grad, None, window=window, groups=groups)
+                    run_op(Conv2dBackward, x, grad, window=window, groups=groups)
                     if need_grad_y else None)
         return (_conv_input_grad(grad_y, grad, window, groups, x.shape[1]) if need_x else None,
                 _conv_forward(x, grad, window, groups)[0] if need_grad_y else None)
@@ -370,38 +372,35 @@ def _lowest(dtype):
     return -np.inf if np.dtype(dtype).kind == "f" else np.iinfo(dtype).min
 
 
-def _add_windows(window, x, terms):
-    """Pooling's col2im: for each kernel offset, add ``a * b`` (``terms``: one ``(a, b)`` pair
-    per offset, each ``(N, C, OH, OW)`` or a number) into that offset's strided view of a
-    zero result shaped like ``x``. On Tensors (create_graph) it is a sum of index-add ops.
+def _add_windows(window, x, grad, factors):
+    """Pooling's col2im: for each kernel offset ``k``, add ``grad * factors[k]`` (a mask or a
+    number) into that offset's strided view of a zero result shaped like ``x``.
 
-    The result has ``x``'s memory layout (batch innermost when padded), and the output
-    gradient is copied to it first: a product of arrays in different layouts measured 4x
-    slower (LeNet-5's second pooling: 0.44 ms instead of 0.10 ms).
+    On arrays the result has ``x``'s memory layout (batch innermost when padded), and ``grad``
+    is copied to it first: a product of arrays in different layouts measured 4x slower
+    (LeNet-5's second pooling: 0.44 ms instead of 0.10 ms). On Tensors (create_graph) it is a
+    sum of index-add ops, differentiable again.
     """
     n, c = x.shape[:2]
     padded_shape = (n, c) + window.padded_hw
-    if any(isinstance(a, Tensor) for a, _ in terms):
+    if isinstance(grad, Tensor):
         total = None
-        for (a, b), index in zip(terms, window.offsets):
-            placed = run_op(IndexAddBackward, a * b, key=index, shape=padded_shape)
+        for factor, index in zip(factors, window.offsets):
+            placed = run_op(IndexAddBackward, grad * factor, key=index, shape=padded_shape)
             total = placed if total is None else total + placed
         return total[window.interior] if window.padded else total
-    overlapping, tiled = window.overlapping, window.tiled
-    dtype = np.result_type(*[a for a, _ in terms])
-    fill = None if tiled else 0                      # tiled: every position gets written
+    fill = None if window.tiled else 0                 # tiled: every position gets written
     if window.padded or _is_batch_innermost(x):
-        dxp = _batch_innermost(padded_shape, dtype, fill)
-        relaid = {}
-        terms = [(relaid.setdefault(id(a), _as_batch_innermost(a)), b) for a, b in terms]
+        dxp = _batch_innermost(padded_shape, grad.dtype, fill)
+        grad = _as_batch_innermost(grad)
     else:
-        dxp = np.empty(padded_shape, dtype) if tiled else np.zeros(padded_shape, dtype)
-        terms = [(np.ascontiguousarray(a), b) for a, b in terms]
-    for (a, b), index in zip(terms, window.offsets):
-        if overlapping:
-            dxp[index] += a * b
+        dxp = np.empty(padded_shape, grad.dtype) if fill is None else np.zeros(padded_shape, grad.dtype)
+        grad = np.ascontiguousarray(grad)
+    for factor, index in zip(factors, window.offsets):
+        if window.overlapping:
+            dxp[index] += grad * factor
         else:
-            np.multiply(a, b, out=dxp[index])
+            np.multiply(grad, factor, out=dxp[index])
     return dxp[window.interior] if window.padded else dxp
 
 
@@ -455,7 +454,7 @@ class MaxPool2dBackward(Function):
 
     def gradient(self, grad, x, out):
         winners = self._winners(_raw(x), _raw(out))
-        return (_add_windows(self.window, _raw(x), [(grad, w) for w in winners]),)
+        return (_add_windows(self.window, _raw(x), grad, winners),)
 
     def release(self):
         super().release()
@@ -481,7 +480,7 @@ class AvgPool2dBackward(Function):
 
     def gradient(self, grad, x):
         kh, kw = self.window.kernel
-        return (_add_windows(self.window, _raw(x), [(grad, 1.0 / (kh * kw))] * (kh * kw)),)
+        return (_add_windows(self.window, _raw(x), grad, [1.0 / (kh * kw)] * (kh * kw)),)
 
 
 # ----- batch normalisation ------------------------------------------------------------------------------
@@ -614,7 +613,8 @@ def _conv2d(x, weight, bias, stride, padding, dilation, groups, who):
     dilation = _pair(dilation, "dilation", who, 1)
     pads = _padding(padding, (kh, kw), dilation, stride, who, allow_strings=True)
     window = _window(x.shape, (kh, kw), stride, dilation, pads, who)
-    return run_op(Conv2dBackward, x, weight, bias, window=window, groups=int(groups))
+    inputs = (x, weight) if bias is None else (x, weight, bias)
+    return run_op(Conv2dBackward, *inputs, window=window, groups=int(groups))
 
 
 def _pool_window(x, kernel_size, stride, padding, dilation, who, max_pool):
