@@ -77,8 +77,10 @@ def _padding(padding, kernel, dilation, stride, who, allow_strings=False):
             if stride != (1, 1):
                 raise ValueError(f"{who}: padding='same' needs stride 1, got stride {stride}")
             total = [d * (k - 1) for k, d in zip(kernel, dilation)]
-            return (total[0] // 2, total[0] - total[0] // 2, total[1] // 2, total[1] - total[1] // 2)
-        raise ValueError(f"{who}: padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
+            (top, left), (height, width) = [t // 2 for t in total], total
+            return (top, height - top, left, width - left)
+        raise ValueError(f"{who}: padding must be an int, a pair, 'valid' or 'same', "
+                         f"got {padding!r}")
     ph, pw = _pair(padding, "padding", who, 0)
     return (ph, ph, pw, pw)
 
@@ -142,10 +144,10 @@ def _window(x_shape, kernel, stride, dilation, padding, who):
     return window
 
 
-# ----- memory layout: batch innermost ---------------------------------------------------------------
+# ----- memory layout: batch innermost -------------------------------------------------------------
 
 def _batch_innermost(shape, dtype, fill=None):
-    """A new array of logical shape ``(N, C, H, W)`` stored as a contiguous ``(C, H, W, N)`` array."""
+    """A new array of logical shape ``(N, C, H, W)`` stored as a contiguous ``(C, H, W, N)``."""
     n, c, h, w = shape
     if fill is None:
         array = np.empty((c, h, w, n), dtype)
@@ -189,7 +191,7 @@ def _window_views(xp, window):
     return [xp[index] for index in window.offsets]
 
 
-# ----- im2col and col2im ------------------------------------------------------------------------------
+# ----- im2col and col2im --------------------------------------------------------------------------
 
 def _im2col(x, window):
     """The receptive fields of ``x`` as columns: ``(C * kH * kW, OH * OW * N)``.
@@ -201,9 +203,11 @@ def _im2col(x, window):
     """
     xp = _padded(x, window, 0)
     n, c = xp.shape[:2]
-    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = window.kernel, window.stride, window.dilation, window.out_hw
+    (kh, kw), (sh, sw), (dh, dw) = window.kernel, window.stride, window.dilation
+    oh, ow = window.out_hw
     s_n, s_c, s_h, s_w = xp.strides
-    fields = as_strided(xp, (c, kh, kw, oh, ow, n), (s_c, dh * s_h, dw * s_w, sh * s_h, sw * s_w, s_n))
+    fields = as_strided(xp, (c, kh, kw, oh, ow, n),
+                        (s_c, dh * s_h, dw * s_w, sh * s_h, sw * s_w, s_n))
     return fields.reshape(c * kh * kw, oh * ow * n)
 
 
@@ -237,7 +241,7 @@ def _unrows(rows, n, oh, ow):
 
 
 def _grouped(matrix, groups):
-    """Split the rows of a 2-D array into ``groups`` equal blocks: ``(groups, rows/groups, cols)``."""
+    """Split the rows of a 2-D array into ``groups`` blocks: ``(groups, rows / groups, cols)``."""
     return matrix.reshape(groups, matrix.shape[0] // groups, matrix.shape[1])
 
 
@@ -267,13 +271,13 @@ def _conv_weight_grad(grad, cols, weight_shape, groups):
     return g.reshape(weight_shape)
 
 
-# ----- convolution -------------------------------------------------------------------------------------
+# ----- convolution --------------------------------------------------------------------------------
 
 class Conv2dBackward(Function):
     """y = conv2d(x, w) + b: cross-correlation, as PyTorch's ``conv2d``.
 
-    ``y[n, o, p, q] = b[o] + sum_{c, i, j} w[o, c, i, j] * x_pad[n, g*C/G + c, p*sh + i*dh, q*sw + j*dw]``
-    for output channel ``o`` in group ``g``. Computed as ``W (O, C/G*kH*kW) @ cols`` per group,
+    ``y[n, o, p, q] = b[o] + sum_{c,i,j} w[o, c, i, j] x_pad[n, gC/G + c, p s + i d, q s' + j d']``
+    for output channel ``o`` in group ``g`` (strides s, s', dilations d, d'). Computed as ``W (O, C/G*kH*kW) @ cols`` per group,
     ``cols = im2col(x)`` of shape ``(C*kH*kW, OH*OW*N)``.
 
     Gradients (g = dL/dy): ``dL/dx = col2im(W^T @ g)`` (a transposed convolution, the op
@@ -365,7 +369,7 @@ class Conv2dWeightGradBackward(Function):
                 _conv_forward(x, grad, window, groups)[0] if need_grad_y else None)
 
 
-# ----- pooling -----------------------------------------------------------------------------------------
+# ----- pooling ------------------------------------------------------------------------------------
 
 def _lowest(dtype):
     """The value that never wins a max: -inf for floats, the minimum for integers."""
@@ -394,7 +398,7 @@ def _add_windows(window, x, grad, factors):
         dxp = _batch_innermost(padded_shape, grad.dtype, fill)
         grad = _as_batch_innermost(grad)
     else:
-        dxp = np.empty(padded_shape, grad.dtype) if fill is None else np.zeros(padded_shape, grad.dtype)
+        dxp = (np.empty if fill is None else np.zeros)(padded_shape, grad.dtype)
         grad = np.ascontiguousarray(grad)
     for factor, index in zip(factors, window.offsets):
         if window.overlapping:
@@ -483,7 +487,7 @@ class AvgPool2dBackward(Function):
         return (_add_windows(self.window, _raw(x), grad, [1.0 / (kh * kw)] * (kh * kw)),)
 
 
-# ----- batch normalisation ------------------------------------------------------------------------------
+# ----- batch normalisation ------------------------------------------------------------------------
 
 def _channel_shape(ndim):
     """Shape that broadcasts a per-channel (C,) array over (N, C, ...) inputs of ``ndim`` dims."""
@@ -520,13 +524,14 @@ class BatchNormBackward(Function):
             var = (centered * centered).mean(axis=self.axes, keepdims=True)
             if running_mean is not None:
                 count = x.size // x.shape[1]
-                for running, batch in ((running_mean, mean), (running_var, var * (count / (count - 1)))):
+                unbiased = var * (count / (count - 1))
+                for running, batch in ((running_mean, mean), (running_var, unbiased)):
                     running.data *= 1 - momentum
                     running.data += momentum * batch.reshape(-1)
                     note_inplace(running, "batch_norm's update of the running statistics")
             self.mean = None
         else:
-            self.mean = running_mean.data.reshape(shape)
+            self.mean = running_mean.data.reshape(shape).copy()    # later updates: not ours
             centered = x - self.mean
             var = running_var.data.reshape(shape)
         self.inv_std = 1.0 / np.sqrt(var + eps)
@@ -564,7 +569,7 @@ class BatchNormBackward(Function):
         self.xhat = self.inv_std = self.mean = None
 
 
-# ----- the functions -------------------------------------------------------------------------------------
+# ----- the functions ------------------------------------------------------------------------------
 
 def _as_tensor(x):
     return x if isinstance(x, Tensor) else Tensor(x)
@@ -608,7 +613,8 @@ def _conv2d(x, weight, bias, stride, padding, dilation, groups, who):
     if bias is not None:
         bias = _as_tensor(bias)
         if bias.shape != (out_channels,):
-            raise ValueError(f"{who}: bias must have shape ({out_channels},), got shape {bias.shape}")
+            raise ValueError(f"{who}: bias must have shape ({out_channels},), got shape "
+                             f"{bias.shape}")
     stride = _pair(stride, "stride", who, 1)
     dilation = _pair(dilation, "dilation", who, 1)
     pads = _padding(padding, (kh, kw), dilation, stride, who, allow_strings=True)
@@ -655,7 +661,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0):
     ``stride`` defaults to ``kernel_size``; zero padding counts in the mean
     (``count_include_pad=True``).
 
-    >>> avg_pool2d(Tensor(np.arange(16.0).reshape(1, 1, 4, 4)), 2)   # [[[[2.5, 4.5], [10.5, 12.5]]]]
+    >>> avg_pool2d(Tensor(np.arange(16.0).reshape(1, 1, 4, 4)), 2)  # [[[[2.5, 4.5], [10.5, 12.5]]]]
     """
     return _avg_pool2d(input, kernel_size, stride, padding, "avg_pool2d")
 
@@ -676,8 +682,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     ``training=False``: the running statistics are used. Then ``y = xhat * weight + bias``.
 
     >>> mean, var = tt.zeros(2), tt.ones(2)
-    >>> batch_norm(Tensor([[1.0, 2.0], [3.0, 6.0]]), mean, var, training=True)   # [[-1, -1], [1, 1]]
-    >>> mean                                                                     # [0.2, 0.4]
+    >>> batch_norm(Tensor([[1.0, 2.0], [3.0, 6.0]]), mean, var, training=True)  # [[-1, -1], [1, 1]]
+    >>> mean                                                                    # [0.2, 0.4]
     """
     who = "batch_norm"
     x = _as_tensor(input)
