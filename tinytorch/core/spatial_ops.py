@@ -277,8 +277,8 @@ class Conv2dBackward(Function):
     """y = conv2d(x, w) + b: cross-correlation, as PyTorch's ``conv2d``.
 
     ``y[n, o, p, q] = b[o] + sum_{c,i,j} w[o, c, i, j] x_pad[n, gC/G + c, p s + i d, q s' + j d']``
-    for output channel ``o`` in group ``g`` (strides s, s', dilations d, d'). Computed as ``W (O, C/G*kH*kW) @ cols`` per group,
-    ``cols = im2col(x)`` of shape ``(C*kH*kW, OH*OW*N)``.
+    for output channel ``o`` in group ``g`` (strides s, s', dilations d, d'). Computed as
+    ``W (O, C/G*kH*kW) @ cols`` per group, ``cols = im2col(x)`` of shape ``(C*kH*kW, OH*OW*N)``.
 
     Gradients (g = dL/dy): ``dL/dx = col2im(W^T @ g)`` (a transposed convolution, the op
     :class:`ConvTranspose2dBackward`), ``dL/dw = g @ cols^T`` (the op
