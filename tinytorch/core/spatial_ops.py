@@ -223,9 +223,10 @@ def _col2im(cols, window, n, c):
     """
     (kh, kw), (oh, ow) = window.kernel, window.out_hw
     fields = cols.reshape(c, kh, kw, oh, ow, n)
-    dxp = _batch_innermost((n, c) + window.padded_hw, cols.dtype, 0)
-    for k, index in enumerate(window.offsets):
-        dxp[index] += fields[:, k // kw, k % kw].transpose(3, 0, 1, 2)
+    dxp = np.zeros((c,) + window.padded_hw + (n,), cols.dtype)      # (C, H, W, N) in memory
+    for k, index in enumerate(window.offsets):           # index: (N, C, rows, columns) slices
+        dxp[index[1:]] += fields[:, k // kw, k % kw]                 # a (C, OH, OW, N) block
+    dxp = dxp.transpose(3, 0, 1, 2)
     return dxp[window.interior] if window.padded else dxp
 
 
