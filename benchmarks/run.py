@@ -851,10 +851,33 @@ def _floor_pool_backward(dout, out, views, shape):
     return dx
 
 
+def w7_floor_dense(flat, p, targets):
+    """The dense part of the W7 floor, 256-120-84-10 with ReLU and mean cross-entropy, forward
+    and backward: returns the loss, the layers' gradients and the gradient for ``flat``."""
+    rows = np.arange(len(targets))
+    h1 = flat @ p["fc1_w"] + p["fc1_b"]
+    r1 = np.maximum(h1, 0)
+    h2 = r1 @ p["fc2_w"] + p["fc2_b"]
+    r2 = np.maximum(h2, 0)
+    logits = r2 @ p["fc3_w"] + p["fc3_b"]
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(shifted)
+    total = e.sum(axis=1, keepdims=True)
+    loss = np.log(total).mean() - shifted[rows, targets].mean()
+    dlogits = e / total
+    dlogits[rows, targets] -= 1
+    dlogits /= len(targets)
+    grads = {"fc3_w": r2.T @ dlogits, "fc3_b": dlogits.sum(axis=0)}
+    dh2 = (dlogits @ p["fc3_w"].T) * (h2 > 0)
+    grads["fc2_w"], grads["fc2_b"] = r1.T @ dh2, dh2.sum(axis=0)
+    dh1 = (dh2 @ p["fc2_w"].T) * (h1 > 0)
+    grads["fc1_w"], grads["fc1_b"] = flat.T @ dh1, dh1.sum(axis=0)
+    return loss, grads, dh1 @ p["fc1_w"].T
+
+
 def w7_floor(d):
     params = {name: a.copy() for name, a in d["params"].items()}
     x, targets = d["x"], d["targets"]
-    rows = np.arange(len(targets))
     n = W7_BATCH
     last = {}
 
@@ -871,25 +894,9 @@ def w7_floor(d):
         a2 = np.maximum(y2, 0).reshape(16, 8, 8, n)
         p2, views2 = _floor_pool(a2)                                               # (16, 4, 4, N)
         flat = p2.reshape(-1, n).T                                                 # (N, 256)
-        h1 = flat @ p["fc1_w"] + p["fc1_b"]
-        r1 = np.maximum(h1, 0)
-        h2 = r1 @ p["fc2_w"] + p["fc2_b"]
-        r2 = np.maximum(h2, 0)
-        logits = r2 @ p["fc3_w"] + p["fc3_b"]
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        e = np.exp(shifted)
-        total = e.sum(axis=1, keepdims=True)
-        loss = np.log(total).mean() - shifted[rows, targets].mean()
-        # backward
-        dlogits = e / total
-        dlogits[rows, targets] -= 1
-        dlogits /= n
-        grads = {"fc3_w": r2.T @ dlogits, "fc3_b": dlogits.sum(axis=0)}
-        dh2 = (dlogits @ p["fc3_w"].T) * (h2 > 0)
-        grads["fc2_w"], grads["fc2_b"] = r1.T @ dh2, dh2.sum(axis=0)
-        dh1 = (dh2 @ p["fc2_w"].T) * (h1 > 0)
-        grads["fc1_w"], grads["fc1_b"] = flat.T @ dh1, dh1.sum(axis=0)
-        dp2 = (dh1 @ p["fc1_w"].T).T.reshape(16, 4, 4, n)
+        loss, grads, dflat = w7_floor_dense(flat, p, targets)
+        # backward through the convolutional part
+        dp2 = dflat.T.reshape(16, 4, 4, n)
         da2 = _floor_pool_backward(dp2, p2, views2, a2.shape)
         g2 = da2.reshape(16, -1) * (y2 > 0)
         grads["conv2_w"], grads["conv2_b"] = (g2 @ cols2.T).reshape(16, 6, 5, 5), g2.sum(axis=1)

@@ -96,41 +96,24 @@ def max_pool2d_loops_backward(grad, argmax, x_shape):
     return grad_x
 
 
-def lenet_step_loops(p, x, targets, lr):
-    """One W7 step: forward, backward and SGD update; returns the loss and the gradients."""
+def lenet_step_loops(p, x, targets, lr, dense):
+    """One W7 step: forward, backward and SGD update; returns the loss and the gradients.
+    ``dense`` is the floor's dense part (NumPy matrices, as TinyTorch's Linear layers)."""
     n = len(targets)
-    rows = np.arange(n)
     y1 = conv2d_loops(x, p["conv1_w"], p["conv1_b"])
     a1 = np.maximum(y1, 0)
     p1, arg1 = max_pool2d_loops(a1)
     y2 = conv2d_loops(p1, p["conv2_w"], p["conv2_b"])
     a2 = np.maximum(y2, 0)
     p2, arg2 = max_pool2d_loops(a2)
-    flat = p2.reshape(n, -1)
-    h1 = flat @ p["fc1_w"] + p["fc1_b"]
-    r1 = np.maximum(h1, 0)
-    h2 = r1 @ p["fc2_w"] + p["fc2_b"]
-    r2 = np.maximum(h2, 0)
-    logits = r2 @ p["fc3_w"] + p["fc3_b"]
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(shifted)
-    loss = float(np.log(e.sum(axis=1)).mean() - shifted[rows, targets].mean())
-    dlogits = e / e.sum(axis=1, keepdims=True)
-    dlogits[rows, targets] -= 1
-    dlogits /= n
-    grads = {"fc3_w": r2.T @ dlogits, "fc3_b": dlogits.sum(axis=0)}
-    dh2 = (dlogits @ p["fc3_w"].T) * (h2 > 0)
-    grads["fc2_w"], grads["fc2_b"] = r1.T @ dh2, dh2.sum(axis=0)
-    dh1 = (dh2 @ p["fc2_w"].T) * (h1 > 0)
-    grads["fc1_w"], grads["fc1_b"] = flat.T @ dh1, dh1.sum(axis=0)
-    dp2 = (dh1 @ p["fc1_w"].T).reshape(p2.shape)
-    dy2 = max_pool2d_loops_backward(dp2, arg2, a2.shape) * (y2 > 0)
+    loss, grads, dflat = dense(p2.reshape(n, -1), p, targets)
+    dy2 = max_pool2d_loops_backward(dflat.reshape(p2.shape), arg2, a2.shape) * (y2 > 0)
     dp1, grads["conv2_w"], grads["conv2_b"] = conv2d_loops_backward(p1, p["conv2_w"], dy2)
     dy1 = max_pool2d_loops_backward(dp1, arg1, a1.shape) * (y1 > 0)
     _, grads["conv1_w"], grads["conv1_b"] = conv2d_loops_backward(x, p["conv1_w"], dy1, need_x=False)
     for name, array in p.items():
         array -= lr * grads[name]
-    return loss, grads
+    return float(loss), grads
 
 
 def main():
@@ -144,7 +127,8 @@ def main():
     data = bench.w7_data(np.random.default_rng(0))
     params = {name: a.copy() for name, a in data["params"].items()}
     start = time.perf_counter()
-    loss, grads = lenet_step_loops(params, data["x"], data["targets"], bench.LR)
+    loss, grads = lenet_step_loops(params, data["x"], data["targets"], bench.LR,
+                                   bench.w7_floor_dense)
     seconds = time.perf_counter() - start
     floor_step, floor_result = bench.w7_floor(data)
     floor_step()

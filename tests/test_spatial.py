@@ -231,17 +231,11 @@ POOL_GRID = [
 
 @pytest.mark.parametrize("settings", POOL_GRID)
 @pytest.mark.parametrize("shape", [(2, 3, 7, 9), (1, 1, 4, 5)])
-def test_max_pool2d_matches_torch(torch, settings, shape):
-    check_against_torch(torch, lambda x: max_pool2d(x, **settings),
-                        lambda x: torch.nn.functional.max_pool2d(x, **settings),
-                        [RNG.standard_normal(shape)])
-
-
-@pytest.mark.parametrize("settings", POOL_GRID)
-@pytest.mark.parametrize("shape", [(2, 3, 7, 9), (1, 1, 4, 5)])
-def test_avg_pool2d_matches_torch(torch, settings, shape):
-    check_against_torch(torch, lambda x: avg_pool2d(x, **settings),
-                        lambda x: torch.nn.functional.avg_pool2d(x, **settings),
+@pytest.mark.parametrize("name", ["max_pool2d", "avg_pool2d"])
+def test_pooling_matches_torch(torch, name, settings, shape):
+    ours = {"max_pool2d": max_pool2d, "avg_pool2d": avg_pool2d}[name]
+    theirs = getattr(torch.nn.functional, name)
+    check_against_torch(torch, lambda x: ours(x, **settings), lambda x: theirs(x, **settings),
                         [RNG.standard_normal(shape)])
 
 
