@@ -7,6 +7,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tinytorch as tt
 from tinytorch.core.autograd import grad, gradcheck, gradgradcheck
@@ -69,6 +71,34 @@ def test_conv2d_matches_torch(torch, x_shape, kernel, stride, padding, dilation,
     settings = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
     check_against_torch(torch, lambda *t: conv2d(*t, **settings),
                         lambda *t: torch.nn.functional.conv2d(*t, **settings), arrays)
+
+
+@st.composite
+def conv_settings(draw):
+    """A random but valid conv2d configuration (small sizes)."""
+    groups = draw(st.sampled_from([1, 1, 2, 3]))
+    channels, out_channels = groups * draw(st.integers(1, 2)), groups * draw(st.integers(1, 2))
+    kernel = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    span = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
+    size = [draw(st.integers(max(1, s - 2 * p), s + 4)) for s, p in zip(span, padding)]
+    x_shape = (draw(st.integers(1, 3)), channels, *size)
+    return x_shape, (out_channels, channels // groups, *kernel), dict(
+        stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+
+@settings(max_examples=25, deadline=None, database=None)
+@given(conv_settings(), st.integers(0, 2**31 - 1))
+def test_conv2d_matches_torch_on_random_settings(config, seed):
+    torch = pytest.importorskip("torch")
+    x_shape, w_shape, kwargs = config
+    rng = np.random.default_rng(seed)
+    arrays = [rng.standard_normal(x_shape), rng.standard_normal(w_shape),
+              rng.standard_normal(w_shape[0])]
+    check_against_torch(torch, lambda *t: conv2d(*t, **kwargs),
+                        lambda *t: torch.nn.functional.conv2d(*t, **kwargs), arrays)
 
 
 def test_conv2d_of_an_empty_batch_matches_torch(torch):
