@@ -753,6 +753,193 @@ WORKLOADS = {
                fns=(w6_tinytorch, w6_floor, w6_torch, w6_bare), n_ops=None, target_torch=0.35),
 }
 
+
+# =============================================================================================
+# W7: LeNet-5 training step, batch 64 of 1x28x28: conv 6@5x5 - ReLU - maxpool 2 - conv 16@5x5 -
+#     ReLU - maxpool 2 - 256-120-84-10 (ReLU), softmax cross-entropy, SGD
+# =============================================================================================
+
+W7_BATCH = 64
+W7_LAYERS = (("conv1", 1, 6), ("conv2", 6, 16))          # (name, in_channels, out_channels), 5x5
+W7_SIZES = (16 * 4 * 4, 120, 84, 10)
+
+
+def w7_data(rng):
+    params = {}
+    for name, c_in, c_out in W7_LAYERS:
+        params[f"{name}_w"] = _init(rng, c_in * 25, c_out, c_in, 5, 5)
+        params[f"{name}_b"] = (0.1 * rng.standard_normal(c_out)).astype(DTYPE)
+    for i, (n_in, n_out) in enumerate(zip(W7_SIZES, W7_SIZES[1:]), start=1):
+        params[f"fc{i}_w"] = _init(rng, n_in, n_in, n_out, scale=math.sqrt(2.0))
+        params[f"fc{i}_b"] = (0.1 * rng.standard_normal(n_out)).astype(DTYPE)
+    x = rng.standard_normal((W7_BATCH, 1, 28, 28)).astype(DTYPE)
+    return {"params": params, "x": x, "targets": rng.integers(0, 10, W7_BATCH)}
+
+
+def w7_tinytorch(d):
+    params = _tt_params(d["params"])
+    p = params
+    x, targets = tt.Tensor(d["x"]), tt.Tensor(d["targets"], dtype=np.int64)
+    last = {}
+
+    def step():
+        for t in params.values():
+            t.grad = None
+        h = ttF.max_pool2d(ttF.conv2d(x, p["conv1_w"], p["conv1_b"]).relu(), 2)
+        h = ttF.max_pool2d(ttF.conv2d(h, p["conv2_w"], p["conv2_b"]).relu(), 2)
+        h = h.reshape(W7_BATCH, -1)
+        h = (h @ p["fc1_w"] + p["fc1_b"]).relu()
+        h = (h @ p["fc2_w"] + p["fc2_b"]).relu()
+        loss = _cross_entropy(h @ p["fc3_w"] + p["fc3_b"], targets)
+        loss.backward()
+        with tt.no_grad():
+            for t in params.values():
+                t.data -= LR * t.grad.data
+        last["loss"] = loss
+
+    return step, lambda: (last["loss"].item(), _tt_grads(params))
+
+
+# The floor keeps images as (C, H, W, N) arrays, batch innermost, as tinytorch's spatial ops
+# store them: then every window slice is a run of contiguous numbers (see spatial_ops.py).
+
+def _floor_im2col(a, k):
+    """(C, H, W, N) -> columns (C*k*k, OH*OW*N) of every k x k window (stride 1, no padding)."""
+    c, h, w, n = a.shape
+    s_c, s_h, s_w, s_n = a.strides
+    fields = np.lib.stride_tricks.as_strided(
+        a, (c, k, k, h - k + 1, w - k + 1, n), (s_c, s_h, s_w, s_h, s_w, s_n))
+    return fields.reshape(c * k * k, -1)
+
+
+def _floor_col2im(cols, shape, k):
+    """Add the columns back onto the (C, H, W, N) pixels they were read from."""
+    c, h, w, n = shape
+    oh, ow = h - k + 1, w - k + 1
+    fields = cols.reshape(c, k, k, oh, ow, n)
+    dx = np.zeros(shape, cols.dtype)
+    for i in range(k):
+        for j in range(k):
+            dx[:, i:i + oh, j:j + ow] += fields[:, i, j]
+    return dx
+
+
+_FLOOR_POOL_OFFSETS = ((0, 0), (0, 1), (1, 0), (1, 1))
+
+
+def _floor_pool(a):
+    """2x2 max pooling of (C, H, W, N): the output and the four strided views."""
+    views = [a[:, i::2, j::2] for i, j in _FLOOR_POOL_OFFSETS]
+    out = np.maximum(views[0], views[1])
+    np.maximum(out, views[2], out=out)
+    np.maximum(out, views[3], out=out)
+    return out, views
+
+
+def _floor_pool_backward(dout, out, views, shape):
+    """The gradient goes to the first maximum of each window (ties too, as PyTorch)."""
+    dx = np.empty(shape, dout.dtype)
+    taken = None
+    for (i, j), view in zip(_FLOOR_POOL_OFFSETS, views):
+        hit = view == out
+        if taken is None:
+            taken = hit.copy()
+        else:
+            hit &= ~taken
+            taken |= hit
+        np.multiply(dout, hit, out=dx[:, i::2, j::2])
+    return dx
+
+
+def w7_floor_dense(flat, p, targets):
+    """The dense part of the W7 floor, 256-120-84-10 with ReLU and mean cross-entropy, forward
+    and backward: returns the loss, the layers' gradients and the gradient for ``flat``."""
+    rows = np.arange(len(targets))
+    h1 = flat @ p["fc1_w"] + p["fc1_b"]
+    r1 = np.maximum(h1, 0)
+    h2 = r1 @ p["fc2_w"] + p["fc2_b"]
+    r2 = np.maximum(h2, 0)
+    logits = r2 @ p["fc3_w"] + p["fc3_b"]
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(shifted)
+    total = e.sum(axis=1, keepdims=True)
+    loss = np.log(total).mean() - shifted[rows, targets].mean()
+    dlogits = e / total
+    dlogits[rows, targets] -= 1
+    dlogits /= len(targets)
+    grads = {"fc3_w": r2.T @ dlogits, "fc3_b": dlogits.sum(axis=0)}
+    dh2 = (dlogits @ p["fc3_w"].T) * (h2 > 0)
+    grads["fc2_w"], grads["fc2_b"] = r1.T @ dh2, dh2.sum(axis=0)
+    dh1 = (dh2 @ p["fc2_w"].T) * (h1 > 0)
+    grads["fc1_w"], grads["fc1_b"] = flat.T @ dh1, dh1.sum(axis=0)
+    return loss, grads, dh1 @ p["fc1_w"].T
+
+
+def w7_floor(d):
+    params = {name: a.copy() for name, a in d["params"].items()}
+    x, targets = d["x"], d["targets"]
+    n = W7_BATCH
+    last = {}
+
+    def step():
+        p = params
+        w1, w2 = p["conv1_w"].reshape(6, -1), p["conv2_w"].reshape(16, -1)
+        # forward, images as (C, H, W, N)
+        cols1 = _floor_im2col(np.ascontiguousarray(x.transpose(1, 2, 3, 0)), 5)   # (25, 24*24*N)
+        y1 = w1 @ cols1 + p["conv1_b"][:, None]
+        a1 = np.maximum(y1, 0).reshape(6, 24, 24, n)
+        p1, views1 = _floor_pool(a1)                                               # (6, 12, 12, N)
+        cols2 = _floor_im2col(p1, 5)                                               # (150, 8*8*N)
+        y2 = w2 @ cols2 + p["conv2_b"][:, None]
+        a2 = np.maximum(y2, 0).reshape(16, 8, 8, n)
+        p2, views2 = _floor_pool(a2)                                               # (16, 4, 4, N)
+        flat = p2.reshape(-1, n).T                                                 # (N, 256)
+        loss, grads, dflat = w7_floor_dense(flat, p, targets)
+        # backward through the convolutional part
+        dp2 = dflat.T.reshape(16, 4, 4, n)
+        da2 = _floor_pool_backward(dp2, p2, views2, a2.shape)
+        g2 = da2.reshape(16, -1) * (y2 > 0)
+        grads["conv2_w"], grads["conv2_b"] = (g2 @ cols2.T).reshape(16, 6, 5, 5), g2.sum(axis=1)
+        dp1 = _floor_col2im(w2.T @ g2, p1.shape, 5)
+        da1 = _floor_pool_backward(dp1, p1, views1, a1.shape)
+        g1 = da1.reshape(6, -1) * (y1 > 0)
+        grads["conv1_w"], grads["conv1_b"] = (g1 @ cols1.T).reshape(6, 1, 5, 5), g1.sum(axis=1)
+        for name, a in p.items():
+            a -= LR * grads[name]
+        last["loss"], last["grads"] = loss, grads
+
+    return step, lambda: (float(last["loss"]), last["grads"])
+
+
+def w7_torch(d):
+    params = _torch_params(d["params"])
+    p = params
+    x, targets = torch.tensor(d["x"]), torch.tensor(d["targets"])
+    last = {}
+
+    def step():
+        for t in params.values():
+            t.grad = None
+        h = F.max_pool2d(torch.relu(F.conv2d(x, p["conv1_w"], p["conv1_b"])), 2)
+        h = F.max_pool2d(torch.relu(F.conv2d(h, p["conv2_w"], p["conv2_b"])), 2)
+        h = h.reshape(W7_BATCH, -1)
+        h = torch.relu(h @ p["fc1_w"] + p["fc1_b"])
+        h = torch.relu(h @ p["fc2_w"] + p["fc2_b"])
+        loss = F.cross_entropy(h @ p["fc3_w"] + p["fc3_b"], targets)
+        loss.backward()
+        with torch.no_grad():
+            for t in params.values():
+                t.add_(t.grad, alpha=-LR)
+        last["loss"] = loss
+
+    return step, lambda: (last["loss"].item(), _torch_grads(params))
+
+
+WORKLOADS["W7"] = dict(title="LeNet-5 train step, batch 64 of 1x28x28", data=w7_data,
+                       fns=(w7_tinytorch, w7_floor, w7_torch, None), n_ops=None,
+                       target_torch=1.5, target_floor=1.15)
+WORKLOAD_NAMES += ("W7",)
+
 # Gradients must agree to this: max |a - b| <= GRAD_RTOL * max |b| for every gradient array.
 GRAD_RTOL = 1e-3
 

@@ -73,3 +73,12 @@ __all__ += ["tokenization", "CharTokenizer", "BPETokenizer"]
 from tinytorch.core.training import DivergenceError
 
 __all__ += ["DivergenceError"]
+# ----- convolutional networks (curriculum module 09) ---------------------------------------------
+from tinytorch.core import init, spatial  # noqa: E402
+from tinytorch.core.layers import Flatten, Identity, ModuleDict, ModuleList  # noqa: E402
+from tinytorch.core.spatial import (  # noqa: E402
+    AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, MaxPool2d,
+)
+
+__all__ += ["init", "spatial", "Conv2d", "MaxPool2d", "AvgPool2d", "BatchNorm2d", "BatchNorm1d",
+            "ModuleList", "ModuleDict", "Identity", "Flatten"]

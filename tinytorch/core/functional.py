@@ -692,3 +692,17 @@ def cross_entropy(input, target, reduction="mean"):
     _check_reduction(reduction, "cross_entropy")
     target = _class_indices(target, logits.shape, "cross_entropy")
     return run_op(CrossEntropyBackward, logits, target=target, reduction=reduction)
+
+
+# ----- convolution, pooling, batch normalisation (curriculum module 09) ----------------------------
+# Their op classes (forward and gradient side by side) and functions live in spatial_ops.py.
+
+from tinytorch.core.spatial_ops import (  # noqa: E402
+    AvgPool2dBackward, BatchNormBackward, Conv2dBackward, Conv2dWeightGradBackward,
+    ConvTranspose2dBackward, MaxPool2dBackward, avg_pool2d, batch_norm, conv2d, max_pool2d,
+)
+
+__all__ += [
+    "Conv2dBackward", "ConvTranspose2dBackward", "Conv2dWeightGradBackward", "MaxPool2dBackward",
+    "AvgPool2dBackward", "BatchNormBackward", "conv2d", "max_pool2d", "avg_pool2d", "batch_norm",
+]
