@@ -255,6 +255,40 @@ def _gelu_tanh(x):
     return _tanh((capped * capped * _GELU_TANH_CUBIC + 1.0) * capped * _SQRT_2_OVER_PI)
 
 
+def _gelu_tanh_array(x):
+    """:func:`_gelu_tanh` on an array, in two buffers instead of eight (each fresh buffer of a
+    large array costs a pass and, often, page faults). Where x^3 overflows, u is +-inf and
+    tanh u = +-1, as it is at the cap of 1e3."""
+    with np.errstate(over="ignore"):
+        u = x * x
+        u *= _GELU_TANH_CUBIC
+        u += 1.0
+        u *= x
+        u *= _SQRT_2_OVER_PI
+    return np.tanh(u, out=u)
+
+
+def _gelu_tanh_gradient_array(grad, x, t):
+    """grad * ((1 + t) + x (1 - t^2) du/dx) / 2 with t = tanh u (the tanh-GELU's derivative), in
+    two buffers; |x| is capped at 1e3 inside du/dx (through x^2 <= 1e6), as in
+    :func:`_gelu_tanh_du`."""
+    out = t * t
+    np.subtract(1.0, out, out=out)
+    out *= x
+    with np.errstate(over="ignore"):
+        du = x * x
+    np.minimum(du, 1e6, out=du)
+    du *= 3 * _GELU_TANH_CUBIC
+    du += 1.0
+    du *= _SQRT_2_OVER_PI
+    out *= du
+    out += t
+    out += 1.0
+    out *= 0.5
+    out *= grad
+    return out
+
+
 def _gelu_tanh_du(x):
     """du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2), with the same cap on |x|."""
     capped = x.clip(-1e3, 1e3)
@@ -279,15 +313,19 @@ class GELUBackward(Function):
     def forward(self, x, approximate="none"):
         self.approximate = approximate
         if approximate == "tanh":
-            self.tanh_u = _gelu_tanh(x)
-            return x * (self.tanh_u + 1.0) * 0.5
+            self.tanh_u = _gelu_tanh_array(x)
+            out = self.tanh_u + 1.0
+            out *= x
+            out *= 0.5
+            return out
         return x * _normal_cdf(x)
 
     def gradient(self, grad, x):
         if self.approximate == "tanh":
-            # the forward's tanh u, or (create_graph) the same recomputed differentiably
-            t = _gelu_tanh(x) if isinstance(x, Tensor) or self.tanh_u is None else self.tanh_u
-            return (grad * ((t + 1.0) + x * (1.0 - t * t) * _gelu_tanh_du(x)) * 0.5,)
+            if isinstance(x, Tensor) or self.tanh_u is None:   # create_graph: differentiable
+                t = _gelu_tanh(x)
+                return (grad * ((t + 1.0) + x * (1.0 - t * t) * _gelu_tanh_du(x)) * 0.5,)
+            return (_gelu_tanh_gradient_array(grad, x, self.tanh_u),)
         return (grad * (_normal_cdf(x) + x * _normal_pdf(x)),)
 
     def release(self):
@@ -302,6 +340,18 @@ def _normalize(x, axes, eps):
     return centered * inv_std, inv_std
 
 
+def _normalize_array(x, axes, eps):
+    """:func:`_normalize` on an array, in place where it can be (two buffers instead of four)."""
+    centered = x - mean_array(x, axes, True)
+    squares = centered * centered
+    inv_std = mean_array(squares, axes, True)
+    del squares
+    inv_std += eps
+    inv_std **= -0.5
+    centered *= inv_std
+    return centered, inv_std
+
+
 class LayerNormBackward(Function):
     """y = xhat w + b, xhat = (x - mean) / sqrt(var + eps) over the last ``ndim`` axes.
 
@@ -313,21 +363,37 @@ class LayerNormBackward(Function):
 
     def forward(self, x, weight, bias, ndim=1, eps=1e-5):
         self.axes, self.eps = tuple(range(-ndim, 0)), eps
-        self.xhat, self.inv_std = _normalize(x, self.axes, eps)
-        out = self.xhat if weight is None else self.xhat * weight
-        return out if bias is None else out + bias
+        self.xhat, self.inv_std = _normalize_array(x, self.axes, eps)
+        if weight is None:
+            return self.xhat if bias is None else self.xhat + bias
+        out = self.xhat * weight
+        if bias is not None:
+            if np.result_type(out, bias) == out.dtype:
+                out += bias
+            else:
+                out = out + bias
+        return out
 
     def gradient(self, grad, x, weight, bias):
         need_x, need_weight, need_bias = self.needs_input_grad
+        grad_x = None
         if isinstance(x, Tensor):                    # create_graph: recompute differentiably
             xhat, inv_std = _normalize(x, self.axes, self.eps)
+            if need_x:
+                g = grad if weight is None else grad * weight
+                grad_x = (g - g.mean(axis=self.axes, keepdims=True)
+                          - xhat * (g * xhat).mean(axis=self.axes, keepdims=True)) * inv_std
         else:
             xhat, inv_std = self.xhat, self.inv_std
-        grad_x = None
-        if need_x:
-            g = grad if weight is None else grad * weight
-            grad_x = (g - g.mean(axis=self.axes, keepdims=True)
-                      - xhat * (g * xhat).mean(axis=self.axes, keepdims=True)) * inv_std
+            if need_x:                               # the same formula, in two buffers
+                g = grad * weight if weight is not None else np.array(grad, dtype=xhat.dtype)
+                projection = g * xhat
+                projection = np.multiply(xhat, mean_array(projection, self.axes, True),
+                                         out=projection)
+                g -= mean_array(g, self.axes, True)
+                g -= projection
+                g *= inv_std
+                grad_x = g
         return (grad_x, grad * xhat if need_weight else None, grad if need_bias else None)
 
     def release(self):
@@ -647,3 +713,64 @@ def cross_entropy(input, target, reduction="mean"):
     _check_reduction(reduction, "cross_entropy")
     target = _class_indices(target, logits.shape, "cross_entropy")
     return run_op(CrossEntropyBackward, logits, target=target, reduction=reduction)
+
+
+# ----- the fused linear layer (issue 14) ----------------------------------------------------------
+
+class LinearBackward(Function):
+    """y = x W + b, for x (..., in), W (in, out) (tinytorch's Linear layout), b (out,) or None.
+
+    One node instead of a matmul and an add: the bias is added into the product in place, so
+    a layer keeps one output array, not two. With X and G = dL/dy flattened to rows
+    (N, in) and (N, out):  dL/dx = G W^T,  dL/dW = X^T G,  dL/db = sum of the rows of G.
+    """
+    __slots__ = ()
+
+    def value_needed(self, i):
+        return i < 2 and self.needs_input_grad[1 - i]   # x's values enter only W's gradient...
+
+    def forward(self, x, weight, bias=None):
+        if x.ndim > 2:                                  # one (N, in) @ (in, out) BLAS call
+            out = (x.reshape(-1, x.shape[-1]) @ weight).reshape(x.shape[:-1] + (weight.shape[1],))
+        else:
+            out = x @ weight
+        if bias is not None:
+            if np.result_type(out, bias) == out.dtype:
+                out += bias
+            else:
+                out = out + bias
+        return out
+
+    def gradient(self, grad, x, weight, bias):
+        need_x, need_weight, need_bias = self.needs_input_grad
+        rows = grad.reshape(-1, grad.shape[-1]) if grad.ndim != 2 else grad        # (N, out)
+        grad_x = grad_weight = grad_bias = None
+        if need_x:
+            grad_x = (rows @ weight.transpose(1, 0) if isinstance(weight, Tensor)
+                      else rows @ weight.T).reshape(x.shape)
+        if need_weight:
+            inputs = x.reshape(-1, x.shape[-1]) if x.ndim != 2 else x               # (N, in)
+            grad_weight = (inputs.transpose(1, 0) if isinstance(inputs, Tensor) else inputs.T) @ rows
+        if need_bias:
+            grad_bias = rows.sum(axis=0)
+        return grad_x, grad_weight, grad_bias
+
+
+def linear(x, weight, bias=None):
+    """``x @ weight + bias`` as one op; ``weight`` is ``(in_features, out_features)`` (the layout
+    of tinytorch's ``Linear``, the transpose of ``torch.nn.functional.linear``'s).
+
+    >>> linear(Tensor(np.ones((2, 3))), Tensor(np.ones((3, 4))), Tensor(np.zeros(4))).shape
+    (2, 4)
+    """
+    x = _as_tensor(x)
+    if x.ndim == 0 or weight.ndim != 2 or x.shape[-1] != weight.shape[0]:
+        raise ValueError(f"linear: input of shape {x.shape} does not fit a weight of shape "
+                         f"{weight.shape} (in_features, out_features)")
+    if bias is not None and tuple(bias.shape) != (weight.shape[1],):
+        raise ValueError(f"linear: bias has shape {tuple(bias.shape)}, expected "
+                         f"({weight.shape[1]},)")
+    return run_op(LinearBackward, x, weight, bias)
+
+
+__all__ += ["LinearBackward", "linear"]
