@@ -68,7 +68,7 @@ def blocked_positions(mask, scores_shape):
         if not np.all(ones | (array == 0)):
             bad = array[~(ones | (array == 0))].flat[0]
             raise ValueError(f"attention mask: values must be 0/1 (or True/False; 1 = attend, 0 = "
-                             f"blocked; masks are never added to the scores), got {bad!r}")
+                             f"blocked; masks are never added to the scores), got {bad.item()!r}")
         array = ones
     try:
         fits = np.broadcast_shapes(array.shape, scores_shape) == tuple(scores_shape)
