@@ -348,3 +348,12 @@ def test_state_dict_round_trip_gives_the_same_model(tmp_path):
     assert set(other.state_dict()) == set(model.state_dict())
     with pytest.raises(RuntimeError, match="size mismatch"):
         GPT(20, 8, num_layers=2, num_heads=4, max_seq_len=8).load_state_dict(model.state_dict())
+
+
+def test_the_package_root_exports_the_language_model_classes():
+    from tinytorch import (  # noqa: F401
+        GPT as RootGPT, KVCache as RootKVCache, LayerNorm as RootLayerNorm, MultiHeadAttention,
+        Embedding, EmbeddingLayer, PositionalEncoding, TransformerBlock as RootBlock,
+        create_causal_mask as root_mask, create_sinusoidal_embeddings, scaled_dot_product_attention,
+    )
+    assert RootGPT is GPT and RootKVCache is KVCache and RootBlock is TransformerBlock

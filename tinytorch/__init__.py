@@ -31,3 +31,19 @@ __all__ = [
     "activations", "autograd", "dataloader", "functional", "layers", "losses", "optimizers",
     "training",
 ]
+
+# ----- language models (issue 14): embeddings, attention, transformer and the KV cache -----------
+from tinytorch.core import attention, embeddings, transformer  # noqa: E402
+from tinytorch.core.attention import MultiHeadAttention, scaled_dot_product_attention  # noqa: E402
+from tinytorch.core.embeddings import (  # noqa: E402
+    Embedding, EmbeddingLayer, PositionalEncoding, create_sinusoidal_embeddings,
+)
+from tinytorch.core.transformer import (  # noqa: E402
+    GPT, MLP, KVCache, LayerNorm, TransformerBlock, create_causal_mask,
+)
+
+__all__ += [
+    "attention", "embeddings", "transformer", "MultiHeadAttention", "scaled_dot_product_attention",
+    "Embedding", "EmbeddingLayer", "PositionalEncoding", "create_sinusoidal_embeddings",
+    "GPT", "MLP", "KVCache", "LayerNorm", "TransformerBlock", "create_causal_mask",
+]

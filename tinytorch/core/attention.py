@@ -315,7 +315,15 @@ class MultiHeadAttention(Module):
 
     def _split_heads(self, t, batch, length):
         """(B, T, D) -> (B, H, T, D/H): a view, the heads' columns side by side."""
+        if length == 1:                  # one position (cached generation): a reshape suffices
+            return t.reshape(batch, self.num_heads, 1, self.head_dim)
         return t.reshape(batch, length, self.num_heads, self.head_dim).permute(0, 2, 1, 3)
+
+    def _join_heads(self, t, batch, length):
+        """(B, H, T, D/H) -> (B, T, D), the inverse of :meth:`_split_heads`."""
+        if length == 1:
+            return t.reshape(batch, 1, self.embed_dim)
+        return t.permute(0, 2, 1, 3).reshape(batch, length, self.embed_dim)
 
     def forward(self, x, mask=None, is_causal=False, cache=None, layer=0):
         """Self-attention of ``x (B, T, D)``; returns ``(B, T, D)``.
@@ -343,8 +351,7 @@ class MultiHeadAttention(Module):
                 mask = mask[:, None]
         out, _ = attention(q, k, v, mask=mask, dropout_p=self.dropout if self.training else 0.0,
                            causal_offset=causal_offset, need_weights=False)
-        out = out.permute(0, 2, 1, 3).reshape(batch, length, self.embed_dim)   # join the heads
-        return self.out_proj(out)
+        return self.out_proj(self._join_heads(out, batch, length))
 
     def extra_repr(self):
         return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, dropout={self.dropout}"
