@@ -342,7 +342,7 @@ class MultiHeadAttention(Module):
         v = self._split_heads(self.v_proj(x), batch, length)
         causal_offset = 0 if is_causal else None
         if cache is not None:
-            past = cache.length
+            past = cache.layer_length(layer)
             k, v = cache.update(layer, k, v)                          # (B, H, past + T, hd)
             causal_offset = past if is_causal and length > 1 else None
         if mask is not None:

@@ -173,6 +173,7 @@ class KVCache:
         return min(self.lengths)
 
     def layer_length(self, layer):
+        """Positions cached by ``layer``."""
         return self.lengths[self._check_layer(layer)]
 
     def _check_layer(self, layer):
