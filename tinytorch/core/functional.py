@@ -340,6 +340,15 @@ def _normalize(x, axes, eps):
     return centered * inv_std, inv_std
 
 
+def _add_into(out, other):
+    """``out + other``, written into ``out`` (a fresh array of the op's) when the sum keeps its
+    dtype: one buffer instead of two."""
+    if np.result_type(out, other) == out.dtype:
+        out += other
+        return out
+    return out + other
+
+
 def _normalize_array(x, axes, eps):
     """:func:`_normalize` on an array: rows of the normalised axes, their sums as matrix-vector
     products (BLAS; 2-3x faster than NumPy's reductions over short rows), in two buffers."""
@@ -411,12 +420,7 @@ class LayerNormBackward(Function):
         if weight is None:
             return self.xhat if bias is None else self.xhat + bias
         out = self.xhat * weight
-        if bias is not None:
-            if np.result_type(out, bias) == out.dtype:
-                out += bias
-            else:
-                out = out + bias
-        return out
+        return out if bias is None else _add_into(out, bias)
 
     def gradient(self, grad, x, weight, bias):
         need_x, need_weight, need_bias = self.needs_input_grad
@@ -781,12 +785,7 @@ class LinearBackward(Function):
             out = (x.reshape(-1, x.shape[-1]) @ weight).reshape(x.shape[:-1] + (weight.shape[1],))
         else:
             out = x @ weight
-        if bias is not None:
-            if np.result_type(out, bias) == out.dtype:
-                out += bias
-            else:
-                out = out + bias
-        return out
+        return out if bias is None else _add_into(out, bias)
 
     def gradient(self, grad, x, weight, bias):
         need_x, need_weight, need_bias = self.needs_input_grad
