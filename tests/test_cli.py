@@ -138,7 +138,7 @@ def test_graph_writes_the_loss_graph_with_parameter_names(tmp_path, capsys):
     assert main(["graph", "--out", str(path), "--hidden", "8"]) == 0
     dot = path.read_text()
     assert dot.startswith("digraph")
-    for name in ("CrossEntropy", "Matmul", "0.weight", "0.bias", "3.weight", "6.bias"):
+    for name in ("CrossEntropy", "Linear", "0.weight", "0.bias", "3.weight", "6.bias"):
         assert name in dot, f"{name} missing from the graph"
     assert str(path) in capsys.readouterr().out
 

@@ -23,6 +23,7 @@ from collections import namedtuple
 
 import numpy as np
 
+from tinytorch.core.functional import linear
 from tinytorch.core.tensor import Tensor, get_default_dtype, get_rng
 
 __all__ = ["Module", "Layer", "Parameter", "Linear", "Dropout", "Sequential", "set_training_mode"]
@@ -345,8 +346,7 @@ class Linear(Module):
         if x.ndim == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"Linear(in_features={self.in_features}): the input's last dimension "
                              f"must be {self.in_features}, got input of shape {x.shape}")
-        out = x @ self.weight
-        return out if self.bias is None else out + self.bias
+        return linear(x, self.weight, self.bias)
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
