@@ -1,9 +1,30 @@
 """Fixtures shared by the test modules."""
 
-import pytest
+import os
+
+# One BLAS thread for the whole session, set before NumPy is imported (BLAS reads it once). On
+# a shared 2-core machine a busy core stalls multi-threaded BLAS calls: a one-layer GPT step
+# took 15x longer with OpenBLAS's default 2 threads than with 1 (measured under load). The
+# tests need no BLAS parallelism; an explicit setting in the environment wins.
+for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")
+
+import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def torch():
     """PyTorch, the oracle of the comparison tests (a test-only dependency); skip without it."""
     return pytest.importorskip("torch")
+
+
+# ----- the default 'tinytorch train' run, shared by the CLI and README tests --------------------
+
+@pytest.fixture(scope="session")
+def default_digits_run(tmp_path_factory):
+    """The folder of one 'tinytorch train' run with every default (digits, 30 epochs)."""
+    from tinytorch.cli import main
+
+    out = tmp_path_factory.mktemp("default-run") / "run"
+    assert main(["train", "--out", str(out)]) == 0
+    return out

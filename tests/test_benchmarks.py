@@ -45,3 +45,19 @@ def test_bare_engine_computes_the_same_gradients_as_tinytorch_and_the_floor(benc
     errors = bench.check_gradients(name, results, spec.get("extra_check"))
     assert set(errors) == {"floor", "bare"}
     assert errors["bare"] <= 1e-6
+
+
+def test_lenet_workload_floor_matches_tinytorch_and_torch_over_two_steps(bench):
+    # W7's hand-written floor (im2col, col2im, first-max pooling) must compute what tinytorch and
+    # PyTorch compute, or its timings mean nothing; two steps: the SGD update is included.
+    spec = bench.WORKLOADS["W7"]
+    data = spec["data"](np.random.default_rng(0))
+    results = {}
+    for lib, fn in zip(bench.LIBS, spec["fns"]):
+        if fn is not None and lib != "bare":
+            step, result = fn(data)
+            step()
+            step()
+            results[lib] = result()
+    errors = bench.check_gradients("W7", results)
+    assert errors["floor"] <= 1e-5

@@ -368,3 +368,147 @@ def test_checkpoint_that_fails_on_the_optimizer_leaves_the_model_unchanged(tmp_p
         other.load_checkpoint(path)
     for p, b in zip(model.parameters(), before):
         np.testing.assert_array_equal(p.data, b)
+
+
+# ----- divergence: the first non-finite loss, gradient or optimizer state stops training -------
+
+def _diverging_trainer(optimizer="adam", **trainer_options):
+    model = _mlp(0)
+    make = {"adam": lambda p: Adam(p, lr=0.01), "sgd": lambda p: SGD(p, lr=0.1, momentum=0.9)}
+    return Trainer(model, make[optimizer](model.parameters()), CrossEntropyLoss(),
+                   **trainer_options)
+
+
+def _loader(scale=1.0, bad_row=None, value=np.nan):
+    X, y = make_moons(n_samples=128, noise=0.1, seed=0)
+    X = X * np.float32(scale)
+    if bad_row is not None:
+        X[bad_row, 0] = value
+    return DataLoader(TensorDataset(X, y), batch_size=32)
+
+
+def _snapshot(trainer):
+    return [p.data.copy() for p in trainer.model.parameters()]
+
+
+def test_a_non_finite_loss_stops_before_backward_and_leaves_the_model_unchanged():
+    from tinytorch.core.training import DivergenceError
+
+    trainer = _diverging_trainer()
+    trainer.train_epoch(_loader())
+    before = _snapshot(trainer)
+    with np.errstate(invalid="ignore"), pytest.raises(DivergenceError) as info:
+        trainer.train_epoch(_loader(bad_row=0))           # in the first batch
+    error = info.value
+    assert (error.epoch, error.batch, error.step) == (2, 1, 4 + 1)
+    assert error.what == "the loss is nan" and "epoch 2 at step 5 (batch 1" in str(error)
+    for p, b in zip(trainer.model.parameters(), before):
+        np.testing.assert_array_equal(p.data, b)
+    with np.errstate(invalid="ignore"), pytest.raises(DivergenceError) as info:
+        trainer.train_epoch(_loader(bad_row=70))          # in the third batch
+    assert (info.value.epoch, info.value.batch, info.value.step) == (2, 3, 4 + 3)
+
+
+def test_a_non_finite_gradient_stops_before_the_optimizer_step():
+    from tinytorch.core.training import DivergenceError
+
+    trainer = _diverging_trainer("sgd")
+    before = _snapshot(trainer)
+    weight = trainer.model[2].weight
+    weight.register_hook(lambda g: g * np.float32(np.inf))
+    with np.errstate(invalid="ignore"), pytest.raises(DivergenceError) as info:
+        trainer.train_epoch(_loader())
+    assert info.value.what in ("the gradient of 2.weight has inf",
+                               "the gradient of 2.weight has nan")
+    assert (info.value.batch, info.value.step) == (1, 1)
+    assert trainer.optimizer.state == {}, "the step was not taken"
+    for p, b in zip(trainer.model.parameters(), before):
+        np.testing.assert_array_equal(p.data, b)
+
+
+def test_an_overflowing_optimizer_state_stops_although_the_loss_is_finite():
+    from tinytorch.core.training import DivergenceError
+
+    trainer = _diverging_trainer()
+    trainer.train_epoch(_loader())
+    # gradients near 1e20 are finite in float32, their squares (Adam's second moment) are not
+    with np.errstate(over="ignore"), pytest.raises(DivergenceError) as info:
+        trainer.train_epoch(_loader(scale=1e21))
+    assert "the optimizer state 'exp_avg_sq' of" in info.value.what
+    assert info.value.what.endswith("has inf") and info.value.epoch == 2
+    assert len(trainer.history["train_loss"]) == 1, "the failed epoch is not recorded"
+
+
+def test_check_finite_false_trains_through_non_finite_values():
+    trainer = _diverging_trainer(check_finite=False)
+    with np.errstate(all="ignore"):
+        loss = trainer.train_epoch(_loader(bad_row=70))
+    assert math.isnan(loss)
+
+
+def test_divergence_in_fit_keeps_what_on_epoch_end_saw(tmp_path):
+    from tinytorch.core.training import DivergenceError
+
+    trainer, seen = _diverging_trainer(), []
+    loaders = iter([_loader(), _loader(), _loader(bad_row=0)])
+
+    class Switching:                     # a clean loader for two epochs, then a NaN input
+        def __iter__(self):
+            return iter(next(loaders))
+    with np.errstate(invalid="ignore"), pytest.raises(DivergenceError, match="epoch 3"):
+        trainer.fit(Switching(), epochs=5, on_epoch_end=lambda h: seen.append(list(h["epoch"])))
+    assert seen == [[1], [1, 2]]
+
+
+def test_on_epoch_end_runs_before_the_progress_line():
+    trainer, events = _diverging_trainer(), []
+
+    class File(io.StringIO):
+        def write(self, text):
+            events.append("line")
+            return super().write(text)
+    trainer.fit(_loader(), epochs=2, progress=True, file=File(),
+                on_epoch_end=lambda history: events.append("saved"))
+    assert events[:2] == ["saved", "line"]
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(), (0,), (7,), (64, 128), (300, 300)])
+def test_all_finite_agrees_with_isfinite(dtype, shape):
+    from tinytorch.core.training import _all_finite
+
+    rng = np.random.default_rng(0)
+    array = np.asarray(rng.standard_normal(shape) * 1e3, dtype=dtype)
+    assert _all_finite([array]) and _all_finite([array.T])
+    if array.size:
+        for bad in (np.nan, np.inf, -np.inf):
+            broken = array.copy()
+            broken.flat[rng.integers(array.size)] = bad
+            assert not _all_finite([array, broken]), (bad, shape)
+            assert not _all_finite([broken.T])
+        big = np.full(shape, np.finfo(dtype).max, dtype=dtype)
+        assert _all_finite([big]), "large finite values are finite"
+
+
+@pytest.mark.parametrize("value, text", [
+    (0.31822, "  0.3182"), (12.5, " 12.5000"), (999.99994, "999.9999"), (1234.5, "1.23e+03"),
+    (2.7e34, "2.70e+34"), (1e300, "1.0e+300"), (float("nan"), "     nan"),
+    (float("inf"), "     inf"), (-3.25, " -3.2500"), (-2.5e12, "-2.5e+12"),
+])
+def test_losses_have_a_fixed_width_at_any_magnitude(value, text):
+    from tinytorch.core.training import format_loss
+
+    assert format_loss(value) == text
+
+
+def test_train_step_counts_steps_and_checks_the_loss():
+    from tinytorch.core.training import DivergenceError
+
+    trainer = _diverging_trainer()
+    inputs, targets = next(iter(_loader()))
+    values = [trainer.train_step(inputs, targets) for _ in range(3)]
+    assert trainer.step == 3 and trainer.epoch == 0 and values[2] < values[0]
+    inputs.data[0, 0] = np.nan
+    with np.errstate(invalid="ignore"), pytest.raises(DivergenceError) as info:
+        trainer.train_step(inputs, targets)
+    assert str(info.value) == "training diverged at step 4: the loss is nan"

@@ -101,13 +101,13 @@ def test_mlp_graph_matches_the_real_graph():
     nodes, edges = parse(to_dot(loss, params=model))
     check_edges(nodes, edges)
     n_ops, n_leaves = reachable(loss)
-    assert len(ops_of(nodes)) == n_ops == 6          # Matmul, Add, ReLU, Matmul, Add, MSE
+    assert len(ops_of(nodes)) == n_ops == 4          # Linear, ReLU, Linear, MSE
     assert len(leaves_of(nodes)) == n_leaves == 4
     assert {n["label"].split("\n")[0] for n in leaves_of(nodes).values()} == {
         "0.weight", "0.bias", "2.weight", "2.bias"}
     assert all(n["fillcolor"] == "lightblue" for n in leaves_of(nodes).values())
     op_names = sorted(n["label"].split("\n")[0] for n in ops_of(nodes).values())
-    assert op_names == ["Add", "Add", "MSE", "Matmul", "Matmul", "ReLU"]
+    assert op_names == ["Linear", "Linear", "MSE", "ReLU"]   # Linear: x @ W + b, one fused op
     # the weight's label carries its shape and dtype
     weight = next(n for n in nodes.values() if n["label"].startswith("0.weight"))
     assert "(4, 8)" in weight["label"] and "float32" in weight["label"]

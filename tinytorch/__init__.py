@@ -23,19 +23,30 @@ from tinytorch.core.activations import (
     GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Tanh,
 )
 from tinytorch.core.layers import (
-    Dropout, Layer, Linear, Module, Parameter, Sequential, set_training_mode,
+    Dropout, Flatten, Identity, Layer, Linear, Module, ModuleDict, ModuleList, Parameter,
+    Sequential, set_training_mode,
 )
 from tinytorch.core.losses import (
     BCELoss, BCEWithLogitsLoss, BinaryCrossEntropyLoss, CrossEntropyLoss, MSELoss,
 )
 from tinytorch.core.optimizers import SGD, Adam, AdamW, Optimizer
 from tinytorch.core.training import (
-    CosineSchedule, StepSchedule, Trainer, clip_grad_norm, clip_grad_norm_,
+    CosineSchedule, DivergenceError, StepSchedule, Trainer, clip_grad_norm, clip_grad_norm_,
 )
 from tinytorch.core.dataloader import DataLoader, Dataset, Subset, TensorDataset, random_split
+from tinytorch.core.spatial import AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, MaxPool2d
+from tinytorch.core.tokenization import BPETokenizer, CharTokenizer
+from tinytorch.core.embeddings import (
+    Embedding, EmbeddingLayer, PositionalEncoding, create_sinusoidal_embeddings,
+)
+from tinytorch.core.attention import MultiHeadAttention, scaled_dot_product_attention
+from tinytorch.core.transformer import (
+    GPT, MLP, KVCache, LayerNorm, TransformerBlock, create_causal_mask,
+)
 from tinytorch.core.serialization import load, save
 from tinytorch.core import (
-    activations, dataloader, functional, layers, losses, optimizers, training,
+    activations, attention, dataloader, embeddings, functional, init, layers, losses,
+    optimizers, spatial, tokenization, training, transformer,
 )
 from tinytorch import autograd, data
 
@@ -51,20 +62,23 @@ __all__ = [
     "is_grad_enabled", "gradcheck",
     # activations, layers, losses
     "ReLU", "Sigmoid", "Tanh", "GELU", "Softmax", "LogSoftmax", "LeakyReLU", "SiLU",
-    "Module", "Layer", "Parameter", "Linear", "Dropout", "Sequential", "set_training_mode",
+    "Module", "Layer", "Parameter", "Linear", "Dropout", "Sequential", "ModuleList",
+    "ModuleDict", "Identity", "Flatten", "set_training_mode",
     "MSELoss", "CrossEntropyLoss", "BinaryCrossEntropyLoss", "BCELoss", "BCEWithLogitsLoss",
     # optimisation, training, data
     "Optimizer", "SGD", "Adam", "AdamW",
     "Trainer", "CosineSchedule", "StepSchedule", "clip_grad_norm", "clip_grad_norm_",
+    "DivergenceError",
     "Dataset", "TensorDataset", "Subset", "DataLoader", "random_split",
     "save", "load",
+    # convolutional networks (module 09)
+    "Conv2d", "MaxPool2d", "AvgPool2d", "BatchNorm2d", "BatchNorm1d",
+    # language models (modules 10-13 and 17)
+    "CharTokenizer", "BPETokenizer", "Embedding", "EmbeddingLayer", "PositionalEncoding",
+    "create_sinusoidal_embeddings", "MultiHeadAttention", "scaled_dot_product_attention",
+    "GPT", "MLP", "KVCache", "LayerNorm", "TransformerBlock", "create_causal_mask",
     # modules
-    "activations", "autograd", "data", "dataloader", "functional", "layers", "losses",
-    "optimizers", "training",
+    "activations", "attention", "autograd", "data", "dataloader", "embeddings", "functional",
+    "init", "layers", "losses", "optimizers", "spatial", "tokenization", "training",
+    "transformer",
 ]
-
-# ----- language models (issue 14): tokenizers -----
-from tinytorch.core import tokenization
-from tinytorch.core.tokenization import BPETokenizer, CharTokenizer
-
-__all__ += ["tokenization", "CharTokenizer", "BPETokenizer"]

@@ -23,6 +23,7 @@ from collections import namedtuple
 
 import numpy as np
 
+from tinytorch.core.functional import linear
 from tinytorch.core.tensor import Tensor, get_default_dtype, get_rng
 
 __all__ = ["Module", "Layer", "Parameter", "Linear", "Dropout", "Sequential", "set_training_mode"]
@@ -345,8 +346,7 @@ class Linear(Module):
         if x.ndim == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"Linear(in_features={self.in_features}): the input's last dimension "
                              f"must be {self.in_features}, got input of shape {x.shape}")
-        out = x @ self.weight
-        return out if self.bias is None else out + self.bias
+        return linear(x, self.weight, self.bias)
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
@@ -432,3 +432,181 @@ class Sequential(Module):
 
     def __iter__(self):
         return iter(self.layers)
+
+
+# ----- containers and shape layers (curriculum module 09) -----------------------------------------
+
+__all__ += ["ModuleList", "ModuleDict", "Identity", "Flatten"]
+
+
+def _check_module(module, who):
+    if not isinstance(module, Module):
+        raise TypeError(f"{who}: expected a Module, got {type(module).__name__}")
+    return module
+
+
+class ModuleList(Module):
+    """A list of sub-modules whose parameters are registered, named by position (``'0.weight'``).
+
+    Supports ``append``, ``extend``, ``insert``, indexing (a slice gives a ModuleList),
+    assignment, ``del``, ``len`` and iteration. It has no ``forward``: a model calls its
+    modules as it needs.
+
+    >>> blocks = ModuleList([Linear(4, 4) for _ in range(3)])
+    >>> [name for name, _ in blocks.named_parameters()][:2]
+    ['0.weight', '0.bias']
+    """
+
+    def __init__(self, modules=None):
+        super().__init__()
+        self._items = []
+        if modules is not None:
+            self.extend(modules)
+
+    def _named_attributes(self):
+        return [(str(i), module) for i, module in enumerate(self._items)] + [
+            (name, value) for name, value in super()._named_attributes() if name != "_items"]
+
+    def append(self, module):
+        """Add ``module`` at the end; returns self."""
+        self._items.append(_check_module(module, "ModuleList.append"))
+        return self
+
+    def extend(self, modules):
+        """Add every module of the iterable ``modules`` at the end; returns self."""
+        for module in modules:
+            self.append(module)
+        return self
+
+    def insert(self, index, module):
+        """Insert ``module`` before position ``index``."""
+        self._items.insert(index, _check_module(module, "ModuleList.insert"))
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return ModuleList(self._items[index])
+        return self._items[index]
+
+    def __setitem__(self, index, module):
+        self._items[index] = _check_module(module, "ModuleList")
+
+    def __delitem__(self, index):
+        del self._items[index]
+
+    def __len__(self):
+        return len(self._items)
+
+    def __iter__(self):
+        return iter(self._items)
+
+    def __iadd__(self, modules):
+        return self.extend(modules)
+
+
+class ModuleDict(Module):
+    """A dict of sub-modules whose parameters are registered, named by key (``'encoder.weight'``).
+
+    Keys are strings; insertion order is kept. Supports indexing, assignment, ``del``, ``in``,
+    ``len``, iteration over the keys, ``keys``, ``values``, ``items``, ``update``, ``pop`` and
+    ``clear``.
+
+    >>> heads = ModuleDict({"digits": Linear(16, 10), "parity": Linear(16, 2)})
+    >>> heads["parity"].out_features
+    2
+    """
+
+    def __init__(self, modules=None):
+        super().__init__()
+        self._items = {}
+        if modules is not None:
+            self.update(modules)
+
+    def _named_attributes(self):
+        return list(self._items.items()) + [
+            (name, value) for name, value in super()._named_attributes() if name != "_items"]
+
+    def __setitem__(self, key, module):
+        if not isinstance(key, str):
+            raise TypeError(f"ModuleDict: keys must be strings, got {type(key).__name__}")
+        if not key or "." in key:
+            raise KeyError(f"ModuleDict: key {key!r} must be a non-empty name without '.'")
+        self._items[key] = _check_module(module, f"ModuleDict[{key!r}]")
+
+    def __getitem__(self, key):
+        return self._items[key]
+
+    def __delitem__(self, key):
+        del self._items[key]
+
+    def __contains__(self, key):
+        return key in self._items
+
+    def __len__(self):
+        return len(self._items)
+
+    def __iter__(self):
+        return iter(self._items)
+
+    def keys(self):
+        return self._items.keys()
+
+    def values(self):
+        return self._items.values()
+
+    def items(self):
+        return self._items.items()
+
+    def update(self, modules):
+        """Add the ``(key, module)`` pairs of a mapping or of an iterable of pairs."""
+        pairs = modules.items() if hasattr(modules, "items") else modules
+        for key, module in pairs:
+            self[key] = module
+
+    def pop(self, key):
+        """Remove the module under ``key`` and return it."""
+        return self._items.pop(key)
+
+    def clear(self):
+        self._items.clear()
+
+
+class Identity(Module):
+    """Returns its input unchanged (a placeholder, e.g. for a removed layer); any constructor
+    arguments are ignored, as in PyTorch.
+
+    >>> Identity()(x) is x
+    True
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+
+    def forward(self, x):
+        return x
+
+
+class Flatten(Module):
+    """Merge axes ``start_dim`` to ``end_dim`` into one: ``(N, C, H, W) -> (N, C*H*W)`` by default.
+
+    >>> Flatten()(Tensor(np.zeros((2, 3, 4, 4)))).shape
+    (2, 48)
+    """
+
+    def __init__(self, start_dim=1, end_dim=-1):
+        super().__init__()
+        self.start_dim, self.end_dim = start_dim, end_dim
+
+    def forward(self, x):
+        x = x if isinstance(x, Tensor) else Tensor(x)
+        ndim = max(x.ndim, 1)
+        for dim in (self.start_dim, self.end_dim):
+            if not -ndim <= dim < ndim:
+                raise ValueError(f"Flatten(start_dim={self.start_dim}, end_dim={self.end_dim}): "
+                                 f"dim {dim} is out of range for input of shape {x.shape}")
+        if self.start_dim % ndim > self.end_dim % ndim:
+            raise ValueError(f"Flatten(start_dim={self.start_dim}, end_dim={self.end_dim}): "
+                             f"start_dim comes after end_dim for input of shape {x.shape}")
+        return x.flatten(self.start_dim, self.end_dim)
+
+    def extra_repr(self):
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"

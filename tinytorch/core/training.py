@@ -114,13 +114,37 @@ clip_grad_norm_ = clip_grad_norm
 
 # ----- the training loop ---------------------------------------------------------------------
 
+class DivergenceError(FloatingPointError):
+    """Training stopped: the loss, a gradient or the optimizer's state became NaN or infinite.
+
+    ``epoch`` (counted from 1) and ``batch`` (the batch of that epoch, from 1; None for
+    :meth:`Trainer.train_step`) locate the step, ``step`` counts optimizer steps over the whole
+    training (from 1, the failing one included), ``what`` says which value, e.g. ``"the loss is
+    nan"``. Raised by :class:`Trainer` before the failing step changes the model when the loss
+    or a gradient is at fault; a non-finite optimizer state is seen after the step, so reload
+    the last checkpoint to go on.
+    """
+
+    def __init__(self, epoch, step, batch, what):
+        self.epoch, self.step, self.batch, self.what = epoch, step, batch, what
+        where = (f"in epoch {epoch} at step {step} (batch {batch} of the epoch)"
+                 if batch is not None else f"at step {step}")
+        super().__init__(f"training diverged {where}: {what}")
+
+
 class Trainer:
     """Runs training epochs, evaluation, learning-rate schedules and checkpoints for a model.
 
-    ``Trainer(model, optimizer, loss_fn, scheduler=None, grad_clip_norm=None)``. ``model`` maps
-    inputs to outputs (a Module, or any object with ``forward`` and ``parameters()``),
-    ``loss_fn(outputs, targets)`` returns a one-element Tensor, and ``scheduler.get_lr(epoch)``
-    sets the learning rate at the start of each epoch. Data loaders yield ``(inputs, targets)``.
+    ``Trainer(model, optimizer, loss_fn, scheduler=None, grad_clip_norm=None,
+    check_finite=True)``. ``model`` maps inputs to outputs (a Module, or any object with
+    ``forward`` and ``parameters()``), ``loss_fn(outputs, targets)`` returns a one-element
+    Tensor, and ``scheduler.get_lr(epoch)`` sets the learning rate at the start of each epoch.
+    Data loaders yield ``(inputs, targets)``.
+
+    With ``check_finite`` (the default), training stops with :class:`DivergenceError` at the
+    first step whose loss, a gradient or the optimizer's state holds NaN or infinity: the loss
+    is checked before ``backward``, the gradients before the optimizer step, its state after
+    it. The cost is one NumPy reduction per gradient and state array per step.
 
     ``trainer.history`` records every call: ``train_loss``/``train_accuracy`` per
     :meth:`train_epoch`, ``eval_loss``/``eval_accuracy`` per :meth:`evaluate`, and
@@ -133,12 +157,14 @@ class Trainer:
     >>> val_loss, val_accuracy = trainer.evaluate(val_loader)
     """
 
-    def __init__(self, model, optimizer, loss_fn, scheduler=None, grad_clip_norm=None):
+    def __init__(self, model, optimizer, loss_fn, scheduler=None, grad_clip_norm=None,
+                 check_finite=True):
         self.model = model
         self.optimizer = optimizer
         self.loss_fn = loss_fn
         self.scheduler = scheduler
         self.grad_clip_norm = grad_clip_norm
+        self.check_finite = check_finite
         self.epoch = 0
         self.step = 0
         self.history = {"train_loss": [], "train_accuracy": [], "eval_loss": [],
@@ -164,9 +190,10 @@ class Trainer:
             self.optimizer.lr = self.scheduler.get_lr(self.epoch)
         self.optimizer.zero_grad()
         total_loss, samples, correct, counted, pending, window = 0.0, 0, 0, 0, 0, 0
+        batches = 0
         for inputs, targets in dataloader:
-            outputs = self._forward(inputs)
-            loss = self._loss(outputs, targets)
+            batches += 1
+            outputs, loss, value = self._forward_loss(inputs, targets, batches)
             n = _sample_count(outputs)
             weight = 1 if summed else n
             if accumulation_steps == 1:
@@ -175,22 +202,35 @@ class Trainer:
                 loss.backward(np.asarray(weight, dtype=loss.dtype))
             pending, window = pending + 1, window + n
             if pending == accumulation_steps:
-                self._update(1 if accumulation_steps == 1 or summed else window)
+                self._update(batches, 1 if accumulation_steps == 1 or summed else window)
                 pending = window = 0
-            total_loss += loss.item() * weight
+            total_loss += value * weight
             samples += n
             right, m = _count_correct(outputs, targets, self.loss_fn)
             correct, counted = correct + right, counted + m
             if on_batch is not None:
                 on_batch(total_loss / samples)
         if pending:
-            self._update(1 if summed else window)
+            self._update(batches, 1 if summed else window)
         mean_loss = total_loss / samples if samples else math.nan
         self.history["train_loss"].append(mean_loss)
         self.history["train_accuracy"].append(correct / counted if counted else math.nan)
         self.history["learning_rates"].append(getattr(self.optimizer, "lr", None))
         self.epoch += 1
         return mean_loss
+
+    def train_step(self, inputs, targets):
+        """One optimizer step on one batch (forward, loss, backward, update), with the checks
+        of ``check_finite``; returns the loss as a float.
+
+        For loops that count steps rather than epochs (the learning rate is left to the
+        caller); ``self.step`` counts the steps, ``self.epoch`` and the history are unchanged.
+        """
+        self._set_training(True)
+        _, loss, value = self._forward_loss(inputs, targets, batch=None)
+        loss.backward()
+        self._update(batch=None)
+        return value
 
     def evaluate(self, dataloader):
         """Loss and accuracy over ``dataloader`` without changing the model: ``(loss, accuracy)``.
@@ -218,14 +258,15 @@ class Trainer:
         return loss, accuracy
 
     def fit(self, train_loader, val_loader=None, epochs=10, accumulation_steps=1,
-            progress=False, file=None):
+            progress=False, file=None, on_epoch_end=None):
         """Train for ``epochs`` epochs, evaluating on ``val_loader`` after each one.
 
         Returns the per-epoch history: ``{"epoch", "train_loss", "train_accuracy", "val_loss",
         "val_accuracy", "lr", "seconds"}`` (lists, one entry per epoch; the val lists are empty
         without ``val_loader``). Silent unless ``progress=True``: then one line per epoch is
         written to ``file`` (default stdout), and, when tqdm is installed and ``file`` is a
-        terminal, a bar follows the batches of each epoch.
+        terminal, a bar follows the batches of each epoch. ``on_epoch_end(history)``, when given,
+        is called after each epoch (before its line is written), e.g. to save a checkpoint.
         """
         if int(epochs) != epochs or epochs < 1:
             raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
@@ -251,6 +292,8 @@ class Trainer:
                 history["val_loss"].append(val_loss)
                 history["val_accuracy"].append(val_accuracy)
             history["seconds"].append(time.perf_counter() - start)
+            if on_epoch_end is not None:
+                on_epoch_end(history)
             if progress:
                 print(_epoch_line(history, last_epoch), file=file, flush=True)
         return history
@@ -316,25 +359,71 @@ class Trainer:
             self.model.training = mode
             set_training_mode(self.model, mode)
 
-    def _update(self, samples=1):
-        """One optimizer step on the gradients summed over ``samples`` samples (their mean)."""
+    def _forward_loss(self, inputs, targets, batch):
+        """``(outputs, loss, loss value)`` of one batch; DivergenceError for a non-finite loss
+        (``batch``: the batch's number in its epoch, for the message, or None)."""
+        outputs = self._forward(inputs)
+        loss = self._loss(outputs, targets)
+        value = loss.item()
+        if self.check_finite and not math.isfinite(value):
+            raise self._diverged(batch, f"the loss is {value}")
+        return outputs, loss, value
+
+    def _update(self, batch, samples=1):
+        """One optimizer step on the gradients summed over ``samples`` samples (their mean);
+        ``batch``: the epoch's batches so far, or None, for messages."""
         if samples != 1:
             for p in self.model.parameters():
                 if p.grad is not None:
                     p.grad.data *= 1.0 / samples
         if self.grad_clip_norm is not None:
             clip_grad_norm(self.model.parameters(), self.grad_clip_norm)
+        if self.check_finite:
+            params = _parameters(self.optimizer, self.model)
+            grads = [_array(p.grad) for p in params if p.grad is not None]
+            if not _all_finite(grads):
+                raise self._diverged(batch, self._first_non_finite(params, "gradient"))
         self.optimizer.step()
-        self.optimizer.zero_grad()
         self.step += 1
+        if self.check_finite and not _all_finite(_state_arrays(self.optimizer)):
+            raise self._diverged(batch, self._first_non_finite(params, "state"), done=True)
+        self.optimizer.zero_grad()
+
+    def _diverged(self, batch, what, done=False):
+        """The DivergenceError for a non-finite ``what`` at ``batch`` of the current epoch;
+        ``done``: the optimizer step has been taken (counted in ``self.step``)."""
+        return DivergenceError(epoch=self.epoch + 1, step=self.step + (not done), batch=batch,
+                               what=what)
+
+    def _first_non_finite(self, params, where):
+        """Words naming the first gradient (``where="gradient"``) or optimizer state array
+        (``"state"``) that holds NaN or infinity, e.g. "the gradient of 0.weight has nan"."""
+        names = _parameter_names(self.model, params)
+        state = getattr(self.optimizer, "state", {})
+        for i, p in enumerate(params):
+            name = names.get(id(p), f"parameter {i}")
+            if where == "gradient":
+                arrays = {"": p.grad} if p.grad is not None else {}
+            else:
+                arrays = state.get(p, {}) if isinstance(state, dict) else {}
+            for key, value in arrays.items():
+                value = _array(value)
+                if isinstance(value, np.ndarray) and not _all_finite([value]):
+                    bad = "nan" if np.isnan(value).any() else "inf"
+                    if where == "gradient":
+                        return f"the gradient of {name} has {bad}"
+                    return f"the optimizer state '{key}' of {name} has {bad}"
+        return f"a {where} array has nan or inf"
 
 
 def read_checkpoint(path):
     """Load a checkpoint written by :meth:`Trainer.save_checkpoint` as a dict.
 
-    Raises ValueError naming the file if it is not a readable tinytorch checkpoint.
+    The file is untrusted input (see :func:`tinytorch.load`); besides, its entries must have the
+    types a checkpoint has. Raises ValueError naming the file if it is not a readable tinytorch
+    checkpoint.
     """
-    checkpoint = serialization.load(path)
+    checkpoint = serialization._load(path, "tinytorch checkpoint")
     required = ("model", "optimizer", "epoch")
     if not isinstance(checkpoint, dict) or checkpoint.get("kind") != "checkpoint":
         raise ValueError(f"{path}: not a training checkpoint (a tinytorch file, but without "
@@ -346,8 +435,60 @@ def read_checkpoint(path):
         value = checkpoint.get(key, 0)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"{path}: the checkpoint's '{key}' must be an integer >= 0, "
-                             f"got {value!r}")
+                             f"got {_short(value)}")
+    model = checkpoint["model"]
+    if not isinstance(model, dict) or not all(
+            isinstance(k, str) and isinstance(v, (Tensor, np.ndarray)) for k, v in model.items()):
+        raise ValueError(f"{path}: the checkpoint's 'model' must map parameter names to arrays")
+    for key in ("optimizer", "history", "metadata"):
+        if not isinstance(checkpoint.get(key), (dict, type(None))):
+            raise ValueError(f"{path}: the checkpoint's '{key}' must be a dict, got "
+                             f"{_short(checkpoint[key])}")
     return checkpoint
+
+
+def _short(value, limit=40):
+    """repr(value), cut to ``limit`` characters (values from files may be huge)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _parameters(optimizer, model):
+    """The parameters the optimizer updates (the model's when it does not list them)."""
+    params = getattr(optimizer, "params", None)
+    return list(params) if params is not None else list(model.parameters())
+
+
+def _array(value):
+    """A Tensor's array, or ``value`` itself."""
+    return value.data if isinstance(value, Tensor) else value
+
+
+def _state_arrays(optimizer):
+    """The float arrays of the optimizer's per-parameter state (moments, momentum buffers)."""
+    state = getattr(optimizer, "state", None)
+    if not isinstance(state, dict):
+        return []
+    arrays = []
+    for buffers in state.values():
+        for value in buffers.values() if isinstance(buffers, dict) else ():
+            value = _array(value)
+            if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+                arrays.append(value)
+    return arrays
+
+
+def _all_finite(arrays):
+    """True when no array holds NaN or infinity (one ``np.isfinite`` reduction per array)."""
+    return all(np.isfinite(a).all() for a in arrays)
+
+
+def _parameter_names(model, params):
+    """{id(parameter): name} from ``model.named_parameters()`` where the model has it."""
+    named = getattr(model, "named_parameters", None)
+    if callable(named):
+        return {id(p): name for name, p in named()}
+    return {id(p): f"parameter {i}" for i, p in enumerate(params)}
 
 
 def _model_state(model):
@@ -426,20 +567,31 @@ def _bar_callback(bar):
         return None
 
     def update(mean_loss):
-        bar.set_postfix(loss=f"{mean_loss:.4f}", refresh=False)
+        bar.set_postfix(loss=format_loss(mean_loss).strip(), refresh=False)
         bar.update(1)
     return update
+
+
+def format_loss(value, width=8):
+    """``value`` in ``width`` characters at any magnitude: 4 decimals when they fit, else
+    scientific notation (``"  0.3182"``, ``"1.23e+34"``, ``"     nan"``)."""
+    text = f"{value:.4f}"
+    for digits in (2, 1, 0):
+        if len(text) <= width:
+            break
+        text = f"{value:.{digits}e}"
+    return text.rjust(width)
 
 
 def _epoch_line(history, last_epoch):
     """One line summing up the last epoch of ``history``."""
     width = len(str(last_epoch))
     parts = [f"epoch {history['epoch'][-1]:{width}d}/{last_epoch}",
-             f"train loss {history['train_loss'][-1]:.4f}"]
+             f"train loss {format_loss(history['train_loss'][-1])}"]
     if not math.isnan(history["train_accuracy"][-1]):
         parts.append(f"acc {history['train_accuracy'][-1]:7.2%}")
     if history["val_loss"]:
-        parts.append(f"val loss {history['val_loss'][-1]:.4f}")
+        parts.append(f"val loss {format_loss(history['val_loss'][-1])}")
         if not math.isnan(history["val_accuracy"][-1]):
             parts.append(f"acc {history['val_accuracy'][-1]:7.2%}")
     if history["lr"][-1] is not None:
@@ -449,4 +601,4 @@ def _epoch_line(history, last_epoch):
 
 
 __all__ = ["CosineSchedule", "StepSchedule", "clip_grad_norm", "clip_grad_norm_", "Trainer",
-           "read_checkpoint", "MSELoss", "CrossEntropyLoss"]
+           "DivergenceError", "read_checkpoint", "format_loss", "MSELoss", "CrossEntropyLoss"]

@@ -1,0 +1,1 @@
+"""Performance modules under TinyTorch's own import paths (``tinytorch.perf.*``)."""
