@@ -27,8 +27,9 @@ MAX_SIDE = 4
 def random_array(shape, seed=0, domain="any"):
     """A float64 array of ``shape`` drawn from ``domain``, away from every op's kinks and poles.
 
-    Domains: ``any`` (-2..2), ``positive`` (0.2..2, for log, sqrt, pow bases) and ``nonzero``
-    (0.2 <= |x| <= 2, for divisors and for abs/relu, whose kink is at 0).
+    Domains: ``any`` (-2..2), ``positive`` (0.2..2, for log, sqrt, pow bases), ``nonzero``
+    (0.2 <= |x| <= 2, for divisors and for abs/relu, whose kink is at 0) and ``probability``
+    (0.1..0.9, for binary cross-entropy).
     """
     rng = np.random.default_rng(seed)
     if domain == "any":
@@ -37,6 +38,8 @@ def random_array(shape, seed=0, domain="any"):
         values = rng.uniform(0.2, 2.0, shape)
     elif domain == "nonzero":
         values = rng.uniform(0.2, 2.0, shape) * rng.choice([-1.0, 1.0], shape)
+    elif domain == "probability":
+        values = rng.uniform(0.1, 0.9, shape)
     else:
         raise ValueError(f"unknown domain {domain!r}")
     return np.array(values, dtype=np.float64)
@@ -314,6 +317,112 @@ SHARED_SUBEXPRESSIONS = {
 
 def _reuse(y):
     return y * y + y
+
+
+# The neural-network ops (functional.py, spatial_ops.py, attention.py, the embedding lookup) and
+# the tensor ops no table above reaches: name -> (input shapes, input domains, expression).
+CLASS_TARGETS = np.array([1, 0, 3, 1])
+TOKEN_IDS = np.array([[0, 2, 2], [4, 0, 1]])
+ATTENTION_MASK = np.array([[True, False, True, True, True], [True, True, False, False, True],
+                           [False, False, False, False, True]])
+
+
+class _Cube(tt.Function):
+    """A user-defined op (PyTorch's ctx style): y = x^3."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * x * x
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * 3 * x * x
+
+
+def _assigned(x, value):
+    y = x * 1.0                        # a non-leaf, so the assignment is recorded
+    y[1, 1:3] = value
+    return y
+
+
+def _nn():
+    from tinytorch.core import functional as F
+    from tinytorch.core.attention import scaled_dot_product_attention
+    from tinytorch.core.autograd import run_op
+    from tinytorch.core.ops import EmbeddingBackward
+    return F, scaled_dot_product_attention, run_op, EmbeddingBackward
+
+
+F, _sdpa, _run_op, _Embedding = _nn()
+
+NN_OPS = {
+    "softmax": ([(3, 4)], ["any"], lambda x: F.softmax(x, dim=1)),
+    "log_softmax": ([(3, 4)], ["any"], lambda x: F.log_softmax(x, dim=0)),
+    "gelu": ([(3, 4)], ["any"], lambda x: F.gelu(x)),
+    "gelu_tanh": ([(3, 4)], ["any"], lambda x: F.gelu(x, approximate="tanh")),
+    "erf": ([(3, 4)], ["any"], lambda x: F.erf(x)),
+    "leaky_relu": ([(3, 4)], ["nonzero"], lambda x: F.leaky_relu(x, 0.1)),
+    "silu": ([(3, 4)], ["any"], lambda x: F.silu(x)),
+    "mse_loss": ([(3, 4), (3, 4)], ["any", "any"], lambda p, t: F.mse_loss(p, t)),
+    "binary_cross_entropy": ([(3, 4), (3, 4)], ["probability", "probability"],
+                             lambda p, t: F.binary_cross_entropy(p, t, reduction="sum")),
+    "bce_with_logits": ([(3, 4), (3, 4)], ["any", "probability"],
+                        lambda x, t: F.binary_cross_entropy_with_logits(x, t)),
+    "cross_entropy": ([(4, 5)], ["any"], lambda x: F.cross_entropy(x, CLASS_TARGETS)),
+    "layer_norm": ([(3, 4), (4,), (4,)], ["any"] * 3,
+                   lambda x, w, b: F.layer_norm(x, (4,), w, b)),
+    "linear": ([(2, 3, 4), (4, 5), (5,)], ["any"] * 3, lambda x, w, b: F.linear(x, w, b)),
+    "conv2d": ([(2, 3, 5, 5), (4, 3, 3, 3), (4,)], ["any"] * 3,
+               lambda x, w, b: F.conv2d(x, w, b, padding=1)),
+    "conv2d_strided_grouped": ([(1, 4, 6, 5), (6, 2, 3, 2)], ["any"] * 2,
+                               lambda x, w: F.conv2d(x, w, stride=2, dilation=(1, 2), groups=2)),
+    "max_pool2d": ([(2, 2, 4, 5)], ["any"], lambda x: F.max_pool2d(x, 2, padding=1)),
+    "avg_pool2d": ([(2, 2, 4, 5)], ["any"], lambda x: F.avg_pool2d(x, (2, 3), stride=1)),
+    "batch_norm": ([(4, 3, 2, 2), (3,), (3,)], ["any"] * 3,
+                   lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True)),
+    "attention": ([(2, 3, 4), (2, 5, 4), (2, 5, 6)], ["any"] * 3,
+                  lambda q, k, v: _sdpa(q, k, v, mask=ATTENTION_MASK)[0]),
+    "attention_weights": ([(3, 4), (5, 4), (5, 2)], ["any"] * 3,
+                          lambda q, k, v: _sdpa(q, k, v, is_causal=True)[1]),
+    "embedding": ([(5, 3)], ["any"], lambda w: _run_op(_Embedding, w, indices=TOKEN_IDS)),
+    "astype": ([(3, 4)], ["any"], lambda x: x.astype(np.float64)),
+    "setitem": ([(3, 4), (2,)], ["any", "any"], _assigned),
+    "custom_function": ([(3, 4)], ["any"], lambda x: _Cube.apply(x)),
+}
+
+
+def table_cases():
+    """``(name, expression, arrays)`` for every entry of every op table above: the cases whose
+    graphs the op-contract tests inspect."""
+    cases = []
+    for name, (fn, domain) in UNARY_OPS.items():
+        cases.append((f"unary:{name}", fn, [random_array((3, 4), 0, domain)]))
+    for name, (fn, domain_a, domain_b) in BINARY_OPS.items():
+        cases.append((f"binary:{name}", fn, [random_array((3, 4), 0, domain_a),
+                                             random_array((4,), 1, domain_b)]))
+    for name, (shape_a, shape_b) in MATMUL_SHAPES.items():
+        cases.append((f"matmul:{name}", lambda a, b: a @ b,
+                      [random_array(shape_a, 0), random_array(shape_b, 1)]))
+    for name in REDUCTIONS:
+        cases.append((f"reduction:{name}", lambda x, name=name: getattr(x, name)(axis=1),
+                      [random_array((3, 4), 0)]))
+    for name, (shape, fn) in SHAPE_OPS.items():
+        cases.append((f"shape:{name}", fn, [random_array(shape, 0)]))
+    for name, key in INDEX_KEYS.items():
+        cases.append((f"index:{name}", lambda x, key=key: x[key],
+                      [random_array(INDEXED_SHAPE, 0)]))
+    for table, prefix in ((JOIN_OPS, "join"), (WHERE_CASES, "where")):
+        for name, (input_shapes, fn) in table.items():
+            cases.append((f"{prefix}:{name}", fn,
+                          [random_array(shape, i) for i, shape in enumerate(input_shapes)]))
+    for name, (shape, fn) in SHARED_SUBEXPRESSIONS.items():
+        cases.append((f"shared:{name}", fn, [random_array(shape, 0, "positive")]))
+    for name, (input_shapes, domains, fn) in NN_OPS.items():
+        cases.append((f"nn:{name}", fn, [random_array(shape, i, domain) for i, (shape, domain)
+                                         in enumerate(zip(input_shapes, domains))]))
+    return cases
 
 
 # ----- checks shared by the tests ---------------------------------------------------------------

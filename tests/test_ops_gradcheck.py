@@ -13,8 +13,10 @@ import pytest
 from hypothesis import assume, given
 
 import tinytorch as tt
+from tinytorch.core.gradcheck import gradgradcheck
 from op_helpers import (
-    BINARY_OPS, INDEX_KEYS, INDEXED_SHAPE, JOIN_OPS, MATMUL_SHAPES, OP_SETTINGS, OPERAND_SHAPES,
+    BINARY_OPS, INDEX_KEYS, INDEXED_SHAPE, JOIN_OPS, MATMUL_SHAPES, NN_OPS, OP_SETTINGS,
+    OPERAND_SHAPES,
     OPERATORS, REDUCTIONS, SHAPE_OPS, SHARED_SUBEXPRESSIONS, UNARY_OPS, WHERE_CASES,
     backward_with, broadcastable_pairs, leaf, leaves, matmul_shapes, operand_case,
     operand_forms, random_array, reduced_count, reduction_args, seeds, shapes, with_constant,
@@ -400,3 +402,13 @@ def test_matmul_keeps_float_dtype_and_gradient_dtypes(name, dtype):
     assert out.dtype == dtype
     out.sum().backward()
     assert a.grad.dtype == dtype and b.grad.dtype == dtype
+
+
+@pytest.mark.parametrize("name", NN_OPS)
+def test_nn_op_gradients_match_finite_differences_to_second_order(name):
+    """Every neural-network op, first and second derivatives, against central differences."""
+    shapes, domains, fn = NN_OPS[name]
+    arrays = [random_array(shape, i, domain)
+              for i, (shape, domain) in enumerate(zip(shapes, domains))]
+    assert tt.gradcheck(fn, leaves(*arrays))
+    assert gradgradcheck(fn, leaves(*arrays))

@@ -260,3 +260,25 @@ def test_loading_another_optimizers_state_is_refused():
     adam_state = Adam([w]).state_dict()
     with pytest.raises(ValueError, match="from Adam, but this optimizer is SGD"):
         SGD([w], lr=0.1).load_state_dict(adam_state)
+
+
+def test_a_new_optimizer_writes_only_its_rule_and_step_does_the_bookkeeping():
+    """Optimizer.step owns the loop and records each update as an in-place edit, so an
+    optimizer that defines only update() cannot forget it: backward through a graph that saved
+    the old values is refused."""
+    class Halve(Optimizer):
+        def __init__(self, params):
+            super().__init__(params, {})
+
+        def update(self, param, grad, group, state):
+            param.data *= 0.5
+
+    w = tt.Tensor([2.0, 4.0], requires_grad=True)
+    (w * w).sum().backward()
+    loss = (w * w).sum()                          # saves w's current values
+    optimizer = Halve([w])
+    optimizer.step()
+    np.testing.assert_array_equal(w.data, [1.0, 2.0])
+    assert optimizer.step_count == 1
+    with pytest.raises(RuntimeError, match=r"Halve.step\(\)"):
+        loss.backward()

@@ -26,7 +26,8 @@ import numbers
 
 import numpy as np
 
-from tinytorch.core.autograd import Function, is_grad_enabled, run_op
+from tinytorch.core.autograd import Function, run_op
+from tinytorch.core.grad_mode import is_grad_enabled
 from tinytorch.core.layers import Linear, Module
 from tinytorch.core.ops import _swap_last_two
 from tinytorch.core.tensor import Tensor, get_rng

@@ -641,6 +641,8 @@ def __getattr__(name):
     ops.py and functional.py and the features' public names, under the curriculum's path."""
     if name == "__all__":
         return _public_names()
+    if name.startswith("__"):               # e.g. __path__, which every ``from ... import`` asks
+        raise AttributeError(name)
     for module_name, names in _REEXPORTS.items():
         if name in names:
             return _keep(name, getattr(importlib.import_module(module_name), name))

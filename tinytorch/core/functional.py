@@ -25,15 +25,12 @@ import numpy as np
 
 from tinytorch.core.autograd import Function, run_op
 from tinytorch.core.ops import _exp, _log, _raw, _where, mean_array, sigmoid_array
+from tinytorch.core.spatial_ops import (  # noqa: F401  (convolution and pooling: module 09)
+    AvgPool2dBackward, BatchNormBackward, Conv2dBackward, Conv2dWeightGradBackward,
+    ConvTranspose2dBackward, MaxPool2dBackward, avg_pool2d, batch_norm, conv2d, max_pool2d,
+)
 from tinytorch.core.tensor import Tensor
 
-__all__ = [
-    "SoftmaxBackward", "LogSoftmaxBackward", "GELUBackward", "ErfBackward", "LeakyReLUBackward",
-    "SiLUBackward", "MSEBackward", "BCEBackward", "BCEWithLogitsBackward",
-    "CrossEntropyBackward", "LayerNormBackward",
-    "relu", "sigmoid", "tanh", "softmax", "log_softmax", "layer_norm", "gelu", "erf", "leaky_relu", "silu",
-    "mse_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy",
-]
 
 _REDUCTIONS = ("mean", "sum", "none")
 _SQRT1_2 = math.sqrt(0.5)
@@ -811,19 +808,7 @@ def cross_entropy(input, target, reduction="mean"):
     return run_op(CrossEntropyBackward, logits, target=target, reduction=reduction)
 
 
-# ----- convolution, pooling, batch normalisation (curriculum module 09) ----------------------------
-# Their op classes (forward and gradient side by side) and functions live in spatial_ops.py.
-
-from tinytorch.core.spatial_ops import (  # noqa: E402
-    AvgPool2dBackward, BatchNormBackward, Conv2dBackward, Conv2dWeightGradBackward,
-    ConvTranspose2dBackward, MaxPool2dBackward, avg_pool2d, batch_norm, conv2d, max_pool2d,
-)
-
-__all__ += [
-    "Conv2dBackward", "ConvTranspose2dBackward", "Conv2dWeightGradBackward", "MaxPool2dBackward",
-    "AvgPool2dBackward", "BatchNormBackward", "conv2d", "max_pool2d", "avg_pool2d", "batch_norm",
-]
-# ----- the fused linear layer (issue 14) ----------------------------------------------------------
+# ----- the fused linear layer ---------------------------------------------------------------------
 
 class LinearBackward(Function):
     """y = x W + b, for x (..., in), W (in, out) (tinytorch's Linear layout), b (out,) or None.
@@ -876,4 +861,8 @@ def linear(x, weight, bias=None):
     return run_op(LinearBackward, x, weight, bias)
 
 
-__all__ += ["LinearBackward", "linear"]
+# The public ops and functions above and those of spatial_ops.py; derived, so a new op needs no
+# entry here.
+__all__ = [name for name, value in list(globals().items()) if not name.startswith("_")
+           and getattr(value, "__module__", None) in (__name__, "tinytorch.core.spatial_ops")
+           and (isinstance(value, type) or callable(value))]

@@ -18,7 +18,8 @@ import numbers
 
 import numpy as np
 
-from tinytorch.core.autograd import no_grad, note_inplace
+from tinytorch.core.grad_mode import no_grad
+from tinytorch.core.inplace import note_inplace
 from tinytorch.core.tensor import Tensor, get_rng
 
 __all__ = [

@@ -8,10 +8,26 @@ Each class is a graph node (:class:`~tinytorch.core.autograd.Function`):
   each input (None where an input needs none). ``values`` are the inputs (and, for classes
   with ``saves_output``, the output last).
 
-Gradients may come back in the broadcast shape; the engine sums them down to each input's
-shape in one place (``autograd.unbroadcast``). The rules use only operators and a few helpers
-below that work on NumPy arrays and on Tensors alike, so the same rule can be differentiated
-again (higher-order gradients) without a second copy.
+The contract of an op class (the same for ``functional.py``, ``spatial_ops.py`` and
+``attention.py``; ``tests/test_op_contracts.py`` checks it on every op of the test tables):
+
+- Class flags, set where they differ from the default:
+  ``saves_output = True``  the rule needs the output: it is kept and passed last;
+  ``reads_inputs = False`` the rule needs no input's values (only shapes), so in-place edits
+  of the inputs after the op are allowed (``value_needed(i)`` says it per input);
+  ``returns_view = True``  the output shares memory with an input, so an in-place edit of
+  either is refused for the other's gradient.
+- Fresh arrays: a rule returns new arrays, ``grad`` itself, or views of ``grad``; never an
+  array the node keeps (a saved input, its output, an attribute). A leaf adopts tinytorch's
+  rule outputs as its ``.grad`` and adds into them later (user-defined rules are copied).
+- Gradients may come back in the broadcast shape; the engine sums them down to each input's
+  shape in one place (``autograd.unbroadcast``).
+- The rules use only operators and the helpers below, which work on NumPy arrays and on Tensors
+  alike, so the same rule can be differentiated again (``create_graph``) without a second copy.
+
+Adding an op touches two places: its class here, and the Tensor method or function that runs
+it with ``run_op``; it is then importable from ``core.autograd`` (``__all__`` below is derived),
+and a case in the test tables (``tests/op_helpers.py``) gets it gradient-checked.
 
 Class names follow TinyTorch (``MulBackward``...) so curriculum code and tests run unchanged.
 """
@@ -22,17 +38,6 @@ import numpy as np
 
 from tinytorch.core.autograd import Function, run_op
 from tinytorch.core.tensor import Tensor, where
-
-__all__ = [
-    "AddBackward", "SubBackward", "MulBackward", "DivBackward", "NegBackward", "PowBackward",
-    "MatmulBackward", "ExpBackward", "LogBackward", "SqrtBackward", "AbsBackward",
-    "TanhBackward", "SigmoidBackward", "ReLUBackward", "SinBackward", "CosBackward",
-    "ClipBackward", "MaximumBackward", "MinimumBackward", "CloneBackward", "CastBackward",
-    "SumBackward", "MeanBackward", "VarBackward", "StdBackward", "MaxBackward", "MinBackward",
-    "ReshapeBackward", "TransposeBackward", "PermuteBackward", "ExpandBackward",
-    "SliceBackward", "IndexAddBackward", "SetItemBackward", "EmbeddingBackward", "ConcatenateBackward",
-    "StackBackward", "WhereBackward",
-]
 
 
 # ----- helpers shared by the rules (NumPy arrays or Tensors) ------------------------------------
@@ -944,3 +949,9 @@ class WhereBackward(Function):
         need_a, need_b = self.needs_input_grad
         return (_where(self.condition, grad, 0.0) if need_a else None,
                 _where(self.condition, 0.0, grad) if need_b else None)
+
+
+# Every op class above, for ``from tinytorch.core.ops import *`` and core.autograd's
+# curriculum names; derived, so a new op needs no entry here.
+__all__ = [name for name, value in list(globals().items())
+           if isinstance(value, type) and issubclass(value, Function) and value is not Function]

@@ -35,7 +35,8 @@ class Optimizer:
     >>> SGD([{"params": model[0].parameters(), "lr": 0.1},
     ...      {"params": model[2].parameters()}], lr=0.01, momentum=0.9)
 
-    Subclasses implement ``step()``; ``defaults`` holds their hyper-parameters.
+    Subclasses implement :meth:`update` (their rule for one parameter); :meth:`step` loops over
+    the parameters and does the bookkeeping. ``defaults`` holds their hyper-parameters.
     """
 
     def __init__(self, params, defaults=None):
@@ -105,8 +106,26 @@ class Optimizer:
             p.grad = None
 
     def step(self):
-        """Update every parameter that has a gradient (implemented by each optimizer)."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement step()")
+        """Update every parameter that has a gradient, with the optimizer's rule (:meth:`update`).
+
+        The loop and its bookkeeping belong here, so no optimizer can forget them: each update
+        is recorded as an in-place edit of the parameter (backward then refuses a graph that
+        saved the old values), and ``step_count`` counts the steps.
+        """
+        name = f"{type(self).__name__}.step()"
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                self.update(p, _grad(p), group, self.state.setdefault(p, {}))
+                note_inplace(p, name)
+        self.step_count += 1
+
+    def update(self, param, grad, group, state):
+        """The update rule: change ``param.data`` in place, given its gradient ``grad`` (an
+        array), its ``group``'s hyper-parameters and its ``state`` (a dict kept between steps,
+        empty at first). Each optimizer implements it."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement update()")
 
     # ----- saving and restoring ------------------------------------------------------------
     def state_dict(self):
@@ -203,29 +222,20 @@ class SGD(Optimizer):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       weight_decay=weight_decay, nesterov=nesterov))
 
-    def step(self):
-        """Apply one update to every parameter that has a gradient."""
-        for group in self.param_groups:
-            lr, momentum, dampening = group["lr"], group["momentum"], group["dampening"]
-            weight_decay, nesterov = group["weight_decay"], group["nesterov"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = _grad(p)
-                if weight_decay != 0:
-                    g = g + weight_decay * p.data
-                if momentum != 0:
-                    state = self.state.setdefault(p, {})
-                    buf = state.get("momentum_buffer")
-                    if buf is None:
-                        buf = state["momentum_buffer"] = np.array(g, dtype=p.dtype)
-                    else:
-                        buf *= momentum
-                        buf += (1 - dampening) * g
-                    g = g + momentum * buf if nesterov else buf
-                p.data -= lr * g
-                note_inplace(p, "SGD.step()")
-        self.step_count += 1
+    def update(self, param, grad, group, state):
+        g = grad
+        if group["weight_decay"] != 0:
+            g = g + group["weight_decay"] * param.data
+        momentum = group["momentum"]
+        if momentum != 0:
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = state["momentum_buffer"] = np.array(g, dtype=param.dtype)
+            else:
+                buf *= momentum
+                buf += (1 - group["dampening"]) * g
+            g = g + momentum * buf if group["nesterov"] else buf
+        param.data -= group["lr"] * g
 
 
 class Adam(Optimizer):
@@ -250,35 +260,27 @@ class Adam(Optimizer):
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
                                       weight_decay=weight_decay))
 
-    def step(self):
-        """Apply one update to every parameter that has a gradient."""
-        for group in self.param_groups:
-            lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
-            beta1, beta2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = _grad(p)
-                if weight_decay != 0:
-                    if self.decoupled_weight_decay:
-                        p.data *= 1 - lr * weight_decay
-                    else:
-                        g = g + weight_decay * p.data
-                state = self.state.setdefault(p, {})
-                if not state:
-                    state.update(step=0, exp_avg=np.zeros_like(p.data),
-                                 exp_avg_sq=np.zeros_like(p.data))
-                state["step"] += 1
-                m, v, t = state["exp_avg"], state["exp_avg_sq"], state["step"]
-                m *= beta1
-                m += (1 - beta1) * g
-                v *= beta2
-                v += (1 - beta2) * (g * g)
-                step_size = lr / (1 - beta1 ** t)
-                denom = np.sqrt(v) / math.sqrt(1 - beta2 ** t) + eps
-                p.data -= step_size * (m / denom)
-                note_inplace(p, f"{type(self).__name__}.step()")
-        self.step_count += 1
+    def update(self, param, grad, group, state):
+        lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
+        beta1, beta2 = group["betas"]
+        g = grad
+        if weight_decay != 0:
+            if self.decoupled_weight_decay:
+                param.data *= 1 - lr * weight_decay
+            else:
+                g = g + weight_decay * param.data
+        if not state:
+            state.update(step=0, exp_avg=np.zeros_like(param.data),
+                         exp_avg_sq=np.zeros_like(param.data))
+        state["step"] += 1
+        m, v, t = state["exp_avg"], state["exp_avg_sq"], state["step"]
+        m *= beta1
+        m += (1 - beta1) * g
+        v *= beta2
+        v += (1 - beta2) * (g * g)
+        step_size = lr / (1 - beta1 ** t)
+        denom = np.sqrt(v) / math.sqrt(1 - beta2 ** t) + eps
+        param.data -= step_size * (m / denom)
 
 
 class AdamW(Adam):

@@ -31,15 +31,11 @@ import numbers
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from tinytorch.core.autograd import Function, note_inplace, run_op
+from tinytorch.core.autograd import Function, run_op
+from tinytorch.core.inplace import note_inplace
 from tinytorch.core.ops import IndexAddBackward, _raw
 from tinytorch.core.tensor import Tensor
 
-__all__ = [
-    "Conv2dBackward", "ConvTranspose2dBackward", "Conv2dWeightGradBackward",
-    "MaxPool2dBackward", "AvgPool2dBackward", "BatchNormBackward",
-    "conv2d", "max_pool2d", "avg_pool2d", "batch_norm",
-]
 
 
 # ----- arguments: ints or (h, w) pairs ------------------------------------------------------------
@@ -711,3 +707,10 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
                          f"input of shape {x.shape}")
     return run_op(BatchNormBackward, x, weight, bias, running_mean=running_mean,
                   running_var=running_var, training=bool(training), momentum=momentum, eps=eps)
+
+
+# The op classes and functions above (re-exported by functional.py); derived, so a new op needs
+# no entry here.
+__all__ = [name for name, value in list(globals().items()) if not name.startswith("_")
+           and getattr(value, "__module__", None) == __name__
+           and (isinstance(value, type) or callable(value))]

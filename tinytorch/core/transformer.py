@@ -27,7 +27,8 @@ import numpy as np
 
 from tinytorch.core.activations import GELU
 from tinytorch.core.attention import MultiHeadAttention
-from tinytorch.core.autograd import is_grad_enabled, no_grad, run_op
+from tinytorch.core.autograd import run_op
+from tinytorch.core.grad_mode import is_grad_enabled, no_grad
 from tinytorch.core.embeddings import Embedding, PositionalEncoding, token_indices
 from tinytorch.core.functional import layer_norm
 from tinytorch.core.layers import Dropout, Linear, Module
