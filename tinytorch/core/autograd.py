@@ -186,7 +186,7 @@ def _apply_custom_function(fn_cls, *inputs):
     with set_grad_enabled(False):
         out = fn_cls.forward(ctx, *inputs)
     if not isinstance(out, _tensor.Tensor):
-        raise TypeError(f"{fn_cls.__name__}.forward must return one _tensor.Tensor, "
+        raise TypeError(f"{fn_cls.__name__}.forward must return one Tensor, "
                         f"got {type(out).__name__}")
     if not (_grad_mode.enabled and True in needs):
         return out
@@ -336,20 +336,25 @@ def _sum_to_input_shape(node, tensor, grad):
 
 
 def _checked_gradients(node, grads, create_graph):
-    """What a user-defined rule returned, as one array (a _tensor.Tensor with ``create_graph``) or None
+    """What a user-defined rule returned, as one array (a Tensor with ``create_graph``) or None
     per input. Like PyTorch, refuse a wrong count or type, naming the op and the input."""
     name = repr(node)[1:-1]
     if grads is None or isinstance(grads, (np.ndarray, np.generic, _tensor.Tensor)):
         grads = (grads,)
     elif not isinstance(grads, (tuple, list)):
         raise TypeError(f"{name} returned a {type(grads).__name__}; a gradient rule returns one "
-                        f"gradient (an array, a _tensor.Tensor or None) per input, in a tuple")
+                        f"gradient (an array, a Tensor or None) per input, in a tuple")
     count = len(node.saved_tensors)
     if len(grads) != count:
         raise RuntimeError(f"{name} returned {len(grads)} gradient(s) for {count} input(s); it "
                            f"must return one per input (None for an input without a gradient)")
+    custom = isinstance(node, _CustomFunctionBackward)
     checked = []
     for i, (g, needed) in enumerate(zip(grads, node.needs_input_grad)):
+        if custom and g is not None and not isinstance(node.saved_tensors[i], _tensor.Tensor):
+            raise TypeError(f"{name} returned a gradient for input {i}, which is not a Tensor "
+                            f"({type(node.saved_tensors[i]).__name__}); return None for it, "
+                            f"as PyTorch requires")
         if g is None or not needed:
             checked.append(None)
             continue
@@ -359,7 +364,7 @@ def _checked_gradients(node, grads, create_graph):
             g = _tensor.Tensor._make(np.asarray(g)) if create_graph else np.asarray(g)
         else:
             raise TypeError(f"{name} returned a {type(g).__name__} as the gradient of input {i}; "
-                            f"a gradient is a NumPy array, a _tensor.Tensor or None")
+                            f"a gradient is a NumPy array, a Tensor or None")
         dtype = g.dtype
         if dtype.kind not in "fiu":
             raise TypeError(f"{name} returned a gradient of dtype {dtype} for input {i}; a "
