@@ -13,13 +13,18 @@ To add one (say ``cnn``):
    ``state_dict()``, from the config alone) and :meth:`~ModelKind.build`; and
    :meth:`~ModelKind.load_data`, :meth:`~ModelKind.train`, :meth:`~ModelKind.evaluate`,
    :meth:`~ModelKind.describe` unless inherited.
+   :meth:`~ModelKind.check_settings` checks options against each other when they must agree.
 3. Add an instance to :data:`KINDS` in ``tinytorch/cli/__init__.py``.
 
 Each option becomes a ``train`` flag (``--name``); a flag given for a kind that does not use
 it is refused. The config of a run (``{"model": name, "seed": ..., <options>, <fixed>}`` and
 what the kind adds) is stored in the checkpoint and in ``history.json``; ``evaluate`` checks
 it with the same options, then checks :meth:`~ModelKind.state_shapes` against the stored
-arrays, and only then builds the model.
+arrays, and only then builds the model. Options of the same name may differ between kinds
+(their defaults, limits or choices); each kind checks the value against its own.
+
+The kinds: :class:`MLP` here, :class:`~tinytorch.cli.cnn.CNN` (``cnn.py``) and
+:class:`~tinytorch.cli.gpt.GPTKind` (``gpt.py``, which trains by steps, not epochs).
 """
 
 import math
@@ -46,11 +51,11 @@ LR = Option("lr", float, lambda settings: DEFAULT_LR[settings["optimizer"]],
 BATCH_SIZE = Option("batch_size", int, 32, "samples per optimizer step", low=1, high=65_536)
 
 
-def dataset_option(datasets=None):
+def dataset_option(datasets=None, help=None):
     from tinytorch.datasets import DATASETS
 
-    return Option("dataset", str, "digits", "data to learn: the bundled 8x8 handwritten digits, "
-                  "or 1,000 points of a 2-D toy problem", choices=datasets or DATASETS)
+    return Option("dataset", str, "digits", help or "data to learn: the bundled 8x8 handwritten "
+                  "digits, or 1,000 points of a 2-D toy problem", choices=datasets or DATASETS)
 
 
 class ModelKind:
@@ -85,7 +90,18 @@ class ModelKind:
                 except ValueError as error:
                     raise ValueError(f"{where}: the checkpoint's config field '{option.name}' "
                                      f"{error}") from None
+        problem = self.check_settings(config)
+        if problem:
+            raise ValueError(f"{where}: the checkpoint's config field '{problem[0]}' "
+                             f"{problem[1]}")
         return config
+
+    def check_settings(self, settings):
+        """Check settings that are valid one by one against each other (and, e.g., the memory
+        they would need) before anything is built: None, or ``(option name, problem)`` where
+        the problem reads after the option's name ("must be a multiple of ..."). For a
+        checkpoint's config, only the ``required`` fields are sure to be there."""
+        return None
 
     def extra_fields(self):
         """Options checking config fields the kind adds itself (e.g. the number of classes)."""
@@ -124,6 +140,16 @@ class ModelKind:
 
     def evaluate(self, config, data, model, checkpoint, path):
         """Measure the loaded ``model`` and print the result."""
+        raise NotImplementedError
+
+    sample_name = "samples"         # what graph_samples counts, for messages
+
+    def graph_samples(self, config, data):
+        """The largest batch :meth:`graph_loss` can take."""
+        raise NotImplementedError
+
+    def graph_loss(self, config, data, model, batch_size):
+        """The loss of ``model`` on a batch of ``batch_size`` training samples (for 'graph')."""
         raise NotImplementedError
 
 
@@ -254,6 +280,9 @@ class ClassifierKind(ModelKind):
     def sizes(self, config, data):
         """A short description of the model's size, e.g. "64-128-128-10"."""
         return ""
+
+    def graph_samples(self, config, data):
+        return len(data.train)
 
     def graph_loss(self, config, data, model, batch_size):
         """The loss of ``model`` on the first ``batch_size`` training samples."""
