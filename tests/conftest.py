@@ -28,3 +28,15 @@ def default_digits_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("default-run") / "run"
     assert main(["train", "--out", str(out)]) == 0
     return out
+
+
+# ----- the default 'tinytorch train --model cnn' run, shared by the CLI and README tests ---------
+
+@pytest.fixture(scope="session")
+def default_cnn_run(tmp_path_factory):
+    """The folder of one 'tinytorch train --model cnn' run with every default (about 10 s)."""
+    from tinytorch.cli import main
+
+    out = tmp_path_factory.mktemp("default-cnn-run") / "run"
+    assert main(["train", "--model", "cnn", "--out", str(out)]) == 0
+    return out

@@ -272,7 +272,7 @@ def _load_run(run, only=None):
     kind = KINDS[name]
     config = kind.check_config(config, path)
     with _reading(path):
-        data = kind.load_data(config, checkpoint)
+        data = kind.load_data(config, checkpoint, path)
         kind.check_data(config, data, path)
         model = _build(kind, config, data, stored=checkpoint["model"], where=path)
         model.load_state_dict(checkpoint["model"])

@@ -40,7 +40,7 @@ class CNN(ClassifierKind):
                     low=1, high=int(math.log2(IMAGE[1]))),)
     required = ClassifierKind.required + ("channels",)
 
-    def load_data(self, config, checkpoint=None):
+    def load_data(self, config, checkpoint=None, where=None):
         """The MLP's splits (same seed, same samples, same standardisation) as images."""
         data = prepare_data(config["dataset"], config["seed"])
         return replace(data, train=_as_images(data.train), val=_as_images(data.val),

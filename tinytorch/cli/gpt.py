@@ -58,7 +58,7 @@ class GPTKind(ModelKind):
                high_open=True),
         BATCH_SIZE,
         Option("lr", float, 1e-2, "peak learning rate (AdamW), reached after the warm-up, "
-               "then a cosine decay to lr/10", low=0, low_open=True, high=10),
+               "then a cosine decay to lr/10", low=0, low_open=True),
         Option("warmup", int, 100, "steps of linear learning-rate warm-up", low=0,
                high=10_000_000),
         Option("eval_interval", int, 250, "steps between validation estimates, each "
@@ -95,7 +95,7 @@ class GPTKind(ModelKind):
         return None
 
     # ----- data -------------------------------------------------------------------------------
-    def load_data(self, config, checkpoint=None):
+    def load_data(self, config, checkpoint=None, where=None):
         from tinytorch.core.tokenization import CharTokenizer
 
         if checkpoint is None:
@@ -105,7 +105,7 @@ class GPTKind(ModelKind):
             tokenizer = CharTokenizer()
             tokenizer.build_vocab(text)
             return TextData(tokenizer, text)
-        return TextData(stored_tokenizer(checkpoint), None)
+        return TextData(stored_tokenizer(checkpoint, where), None, where)
 
     def check_data(self, config, data, where):
         if config["vocab_size"] != data.vocab_size:
@@ -148,8 +148,10 @@ class GPTKind(ModelKind):
 
     def sizes(self, config, data):
         count = parameter_count(self.state_shapes(config, data))
-        return (f"({config['layers']} layers, {config['heads']} heads, embedding "
-                f"{config['embed_dim']}, context {config['context']}; {count:,} parameters)")
+        layers, heads = config["layers"], config["heads"]
+        return (f"({layers} layer{'s' if layers != 1 else ''}, {heads} "
+                f"head{'s' if heads != 1 else ''}, embedding {config['embed_dim']}, context "
+                f"{config['context']}; {count:,} parameters)")
 
     # ----- training ---------------------------------------------------------------------------
     def train(self, config, data, model, run):
@@ -256,8 +258,8 @@ class TextData:
     """A tokenizer and, when training, the corpus as ids (the first 90% train, the rest val),
     encoded on first use (``generate`` needs only the tokenizer)."""
 
-    def __init__(self, tokenizer, text):
-        self.tokenizer, self._text = tokenizer, text
+    def __init__(self, tokenizer, text, where=None):
+        self.tokenizer, self._text, self._where = tokenizer, text, where
 
     @property
     def vocab_size(self):
@@ -269,7 +271,8 @@ class TextData:
             from tinytorch.datasets import load_shakespeare
 
             self._text = load_shakespeare()
-        return encode(self.tokenizer, self._text, "the corpus")
+        what = "the corpus" if self._where is None else f"{self._where}: the corpus"
+        return encode(self.tokenizer, self._text, what)
 
     @property
     def train(self):
@@ -295,29 +298,30 @@ def encode(tokenizer, text, what):
     return order[position].astype(np.int64)
 
 
-def stored_tokenizer(checkpoint):
-    """The character tokenizer stored in a checkpoint's metadata, checked (untrusted input)."""
+def stored_tokenizer(checkpoint, where):
+    """The character tokenizer stored in a checkpoint's metadata, checked (untrusted input):
+    ValueError naming ``where`` unless it is one 'tinytorch train' could have written."""
     from tinytorch.core.tokenization import CharTokenizer
 
     stored = (checkpoint.get("metadata") or {}).get("tokenizer")
     if not isinstance(stored, dict):
-        raise ValueError("the checkpoint holds no tokenizer (metadata 'tokenizer')")
+        raise ValueError(f"{where}: the checkpoint holds no tokenizer (metadata 'tokenizer')")
     if stored.get("type") != "char":
-        raise ValueError(f"the checkpoint's tokenizer must be a character tokenizer (type "
-                         f"'char'), got type {str(stored.get('type'))[:20]!r}")
+        raise ValueError(f"{where}: the checkpoint's tokenizer must be a character tokenizer "
+                         f"(type 'char'), got type {str(stored.get('type'))[:20]!r}")
     characters = stored.get("characters")
     if not isinstance(characters, list) or len(characters) > MAX_VOCAB:
-        raise ValueError(f"the checkpoint's tokenizer must list at most {MAX_VOCAB:,} "
-                         f"characters")
+        raise ValueError(f"{where}: the checkpoint's tokenizer must list at most "
+                         f"{MAX_VOCAB:,} characters")
     try:
         tokenizer = CharTokenizer.from_dict(stored)
     except (ValueError, TypeError) as error:
-        raise ValueError(f"the checkpoint's tokenizer is not valid: {error}") from None
+        raise ValueError(f"{where}: the checkpoint's tokenizer is not valid: {error}") from None
     if tokenizer.unk_token is not None:
-        raise ValueError("the checkpoint's tokenizer has an unknown-character token, which "
-                         "'tinytorch train' never writes")
-    if len(set(tokenizer.vocab)) != len(characters):
-        raise ValueError("the checkpoint's tokenizer lists a character twice")
+        raise ValueError(f"{where}: the checkpoint's tokenizer has an unknown-character token, "
+                         f"which 'tinytorch train' never writes")
+    if len(tokenizer.vocab) != len(characters):
+        raise ValueError(f"{where}: the checkpoint's tokenizer lists a character twice")
     return tokenizer
 
 

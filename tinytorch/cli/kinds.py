@@ -107,10 +107,11 @@ class ModelKind:
         """Options checking config fields the kind adds itself (e.g. the number of classes)."""
         return ()
 
-    def load_data(self, config, checkpoint=None):
+    def load_data(self, config, checkpoint=None, where=None):
         """The data the run learns from (any object the kind's other methods understand).
         'evaluate' passes the checkpoint read, whose metadata may hold what the data needs
-        (e.g. a tokenizer); its config is already checked."""
+        (e.g. a tokenizer), and its path ``where`` for messages; its config is already
+        checked."""
         raise NotImplementedError
 
     def check_data(self, config, data, where):
@@ -215,7 +216,7 @@ class ClassifierKind(ModelKind):
     def extra_fields(self):
         return (Option("classes", int, None, "", low=2, high=MAX_CLASSES),)
 
-    def load_data(self, config, checkpoint=None):
+    def load_data(self, config, checkpoint=None, where=None):
         return prepare_data(config["dataset"], config["seed"])
 
     def check_data(self, config, data, where):
