@@ -92,8 +92,7 @@ def generate(args):
 
     if not args.prompt:
         raise UsageError("argument --prompt: must hold at least one character")
-    kind, config, data, model, checkpoint, path = _load_run(args.checkpoint, only="gpt")
-
+    _, _, data, model, _, _ = _load_run(args.checkpoint, only="gpt")
     try:
         prompt = encode(data.tokenizer, args.prompt, "the prompt")
     except ValueError as error:
@@ -411,10 +410,12 @@ def build_parser():
     p.set_defaults(run=train)
 
     p = commands.add_parser(
-        "evaluate", help="reload a checkpoint and report its test accuracy",
-        description="Rebuild the model and the test split recorded in a checkpoint written by "
-                    "'tinytorch train', and print its test accuracy. The checkpoint is checked "
-                    "(types, sizes, consistency with its weights) before anything is built.")
+        "evaluate", help="reload a checkpoint and report its test accuracy (or validation loss)",
+        description="Rebuild the model and the data recorded in a checkpoint written by "
+                    "'tinytorch train', and print its test accuracy (for a GPT: its loss over "
+                    "the whole validation split). The checkpoint is checked (types, sizes, "
+                    "consistency with its weights; for a GPT its tokenizer) before anything "
+                    "is built.")
     p.add_argument("checkpoint", metavar="RUN",
                    help="a run folder (its model.npz is read) or a model.npz")
     THREADS.add_to(p)

@@ -6,7 +6,7 @@ The model reads 64 characters and predicts, at every position, the character tha
 - data: the first 90% of the corpus trains, the last 10% validates; one id per character
   (65 characters), the tokenizer stored in the checkpoint;
 - model: :class:`~tinytorch.core.transformer.GPT`, 2 pre-LN blocks, embedding 64, 4 heads,
-  context 64, no dropout (106k parameters);
+  context 64, no dropout (112,512 parameters);
 - optimizer: AdamW, betas (0.9, 0.99), weight decay 0.1 on the 2-D weights only (matrices and
   embeddings; biases and LayerNorm scales are not decayed), gradients clipped to norm 1;
 - schedule: linear warm-up over 100 steps to lr 0.01, then cosine decay to lr/10;
@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from tinytorch.cli.kinds import BATCH_SIZE, ModelKind, parameter_count
+from tinytorch.cli.kinds import BATCH_SIZE, ModelKind, parameter_count, write_curves
 from tinytorch.cli.options import Option
 
 LOG_EVERY = 50                  # steps between progress lines (and evaluations, which print too)
@@ -218,16 +218,15 @@ class GPTKind(ModelKind):
         sample = data.tokenizer.decode(tokens.data)
         save(steps, final_val_loss=final, train_seconds=trained, sample=sample)
         print(f"validation loss: {final:.4f} nats per character over the whole validation "
-              f"split ({characters:,} characters; perplexity {math.exp(final):.2f}); "
-              f"training took {trained:.0f}s, {steps * B * T / trained:,.0f} tok/s")
+              f"split ({characters:,} characters; perplexity {math.exp(final):.2f})")
+        print(f"training took {trained:.0f}s ({steps * B * T / trained:,.0f} tok/s)")
         print(f"sample (temperature {SAMPLE['temperature']}, top-k {SAMPLE['top_k']}, "
               f"seed {SAMPLE['seed']}):")
         print(sample)
         print("-" * 40)
-        title = f"{self.title} {self.sizes(config, data)}: validation loss {final:.4f}"
-        if not run.write_file("curves.png", lambda path: plot_losses(history, path, title)):
-            print("note: matplotlib is not installed, so curves.png was skipped "
-                  "(pip install 'tinytorch[plot]')")
+        title = (f"a GPT on {config['dataset']} ({config['layers']} layers, embedding "
+                 f"{config['embed_dim']}, {config['steps']} steps): validation loss {final:.4f}")
+        write_curves(run, plot_losses, history, title)
 
     def evaluate(self, config, data, model, checkpoint, path):
         T, B = config["context"], config["batch_size"]
@@ -412,7 +411,8 @@ def plot_losses(history, path, title=""):
               "the last point)")
     axes.plot(history["eval_step"], history["val_loss"], marker="o", label="validation "
               "(quick estimate)")
-    axes.set(xlabel="step", ylabel="cross-entropy (nats per character)", title=title)
+    axes.set(xlabel="step", ylabel="cross-entropy (nats per character)")
+    axes.set_title(title, fontsize="medium")
     axes.grid(alpha=0.3)
     axes.legend()
     figure.savefig(path, dpi=100)

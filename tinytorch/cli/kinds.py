@@ -255,9 +255,7 @@ class ClassifierKind(ModelKind):
               f"test loss {format_loss(test_loss).strip()}")
         title = (f"{self.title} {self.sizes(config, data)} on {config['dataset']}: "
                  f"test accuracy {test_accuracy:.2%}")
-        if not run.write_file("curves.png", lambda path: plot_curves(history, path, title)):
-            print("note: matplotlib is not installed, so curves.png was skipped "
-                  "(pip install 'tinytorch[plot]')")
+        write_curves(run, plot_curves, history, title)
 
     def evaluate(self, config, data, model, checkpoint, path):
         from tinytorch.core.dataloader import DataLoader
@@ -333,6 +331,14 @@ class MLP(ClassifierKind):
     def sizes(self, config, data):
         return "-".join(str(n) for n in [data.features]
                         + [config["hidden"]] * config["hidden_layers"] + [data.classes])
+
+
+def write_curves(run, plot, history, title):
+    """Write the run's curves.png with ``plot(history, path, title)``; without matplotlib, say
+    so instead."""
+    if not run.write_file("curves.png", lambda path: plot(history, path, title)):
+        print("note: matplotlib is not installed, so curves.png was skipped "
+              "(pip install 'tinytorch[plot]')")
 
 
 def plot_curves(history, path, title=""):
