@@ -549,6 +549,22 @@ def test_blas_threads_can_be_set_at_run_time():
         limit_blas_threads(before[0])
 
 
+def test_without_threadpoolctl_openblas_is_reached_through_its_own_api(monkeypatch):
+    import tinytorch.cli.runtime as runtime
+
+    before = runtime.blas_threads()
+    if not before:
+        pytest.skip("no OpenBLAS reachable through ctypes in this NumPy")
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)      # as if not installed
+    try:
+        assert runtime.limit_blas_threads(2) == "openblas"
+        assert set(runtime.blas_threads()) == {2}
+        assert runtime.limit_blas_threads(1) == "openblas"
+        assert set(runtime.blas_threads()) == {1}
+    finally:
+        runtime.limit_blas_threads(before[0])
+
+
 PROBE = """
 import sys
 from tinytorch.cli import main
