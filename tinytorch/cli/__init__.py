@@ -425,8 +425,8 @@ def build_parser():
         "generate", help="write text with a GPT trained by 'tinytorch train --model gpt'",
         description="Continue a prompt with characters sampled one at a time from a GPT "
                     "checkpoint (written by 'tinytorch train --model gpt'), and print the "
-                    "prompt and the continuation. Each character is drawn from the model's "
-                    "probabilities divided by --temperature, among the --top-k likeliest; "
+                    "prompt and the continuation. Each character is drawn from the softmax of "
+                    "the model's scores divided by --temperature, among the --top-k likeliest; "
                     "the same --seed gives the same text. The checkpoint and its tokenizer "
                     "are checked before anything is built.")
     p.add_argument("checkpoint", metavar="RUN",
