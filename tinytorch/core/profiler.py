@@ -64,6 +64,7 @@ class Event:
     duration: float             # seconds
     thread: int                 # threading.get_ident() of the thread that ran it
     shape: tuple = None         # forward: the output's shape
+    input_shapes: tuple = ()    # forward: each input's shape (None for a number)
     output_bytes: int = 0       # forward: bytes of the output array
     saved_bytes: int = 0        # forward: graph bytes this op's node keeps that no node kept yet
     freed_bytes: int = 0        # backward: graph bytes that stopped being live when it ran
@@ -170,6 +171,7 @@ class Recording:
         self.events.append(Event(
             name, "forward", start - self.origin, end - start, threading.get_ident(),
             shape=None if data is None else data.shape,
+            input_shapes=tuple(getattr(getattr(t, "_data", None), "shape", None) for t in inputs),
             output_bytes=0 if data is None else data.nbytes, saved_bytes=saved,
             live_bytes=self.memory.live, recorded=node is not None))
 
