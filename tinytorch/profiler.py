@@ -167,7 +167,8 @@ class profile:
                           "dur": _us(end - start), "args": {}})
         for e in self.events:
             if e.phase == "forward":
-                args = {"shape": list(e.shape) if e.shape is not None else None,
+                args = {"shape": _listed(e.shape),
+                        "input_shapes": [_listed(shape) for shape in e.input_shapes],
                         "output_bytes": e.output_bytes, "saved_bytes": e.saved_bytes,
                         "recorded": e.recorded}
             else:
@@ -255,14 +256,16 @@ class ProfileSummary:
             timing = "backward ran, with no forward op in the block"
         else:
             timing = f"backward took {speed:.1f}x forward"
+        outside = max(self.wall_time - self.forward_time - self.backward_time, 0.0)
         return (f"{memory}; {timing}\n"
-                f"  graph: peak {format_bytes(self.peak_saved_bytes)} kept for backward "
-                f"({format_bytes(self.saved_bytes)} in all); parameters "
+                f"  memory: graph peak {format_bytes(self.peak_saved_bytes)} kept for backward "
+                f"({format_bytes(self.saved_bytes)} in all), parameters "
                 f"{format_bytes(self.parameter_bytes)}, gradients "
                 f"{format_bytes(self.gradient_bytes)}\n"
                 f"  time: forward {format_time(self.forward_time)} in {self.ops} ops, backward "
-                f"{format_time(self.backward_time)} in {self.nodes} nodes; "
-                f"{format_time(self.wall_time)} in the block")
+                f"{format_time(self.backward_time)} in {self.nodes} nodes and AccumulateGrad, "
+                f"{format_time(outside)} outside both; {format_time(self.wall_time)} in the "
+                f"block")
 
 
 # ----- formatting ---------------------------------------------------------------------------------
@@ -296,6 +299,10 @@ def _aligned(header, rows):
     rule = "  ".join("-" * w for w in widths)
     body = [line(r) for r in rows]
     return "\n".join([line(header), rule, *body[:-1], rule, body[-1]])
+
+
+def _listed(shape):
+    return list(shape) if shape is not None else None
 
 
 def _us(seconds):
