@@ -93,7 +93,8 @@ class Function(metaclass=_FunctionType):
         y = Cube.apply(x)
     """
 
-    __slots__ = ("saved_tensors", "needs_input_grad", "output_data", "hooks", "trace", "seq")
+    __slots__ = ("saved_tensors", "needs_input_grad", "output_data", "hooks", "trace", "seq",
+                 "__weakref__")         # the profiler notices a graph dropped without backward
     saves_output = False
     reads_inputs = True         # False where the rule needs only shapes: in-place edits are safe
     returns_view = False        # True where the output shares memory with an input

@@ -16,11 +16,11 @@ columns, a dropout mask...). The rules of the count:
   (``Event.saved_bytes``); later nodes that keep it add nothing;
 - parameters (leaf tensors with ``requires_grad=True``) and views of them are not graph
   memory: they exist without a graph, and are counted apart (``parameter_bytes``); other leaves
-  a node keeps (the input batch, masks, constants) are graph memory;
+  a node keeps (the input batch, masks) are graph memory; Python numbers an op takes (``x *
+  3.0``, kept as cached 0-d arrays) are not;
 - an array stops being live when every recorded node that kept it has released it (backward
-  without ``retain_graph`` releases a node as it runs it) or is gone (its output tensor was
-  garbage-collected: a graph dropped without backward); ``peak`` is the most bytes live at
-  once.
+  without ``retain_graph`` releases a node as it runs it) or is gone (a graph dropped without
+  backward); ``peak`` is the most bytes live at once.
 
 This module imports no other tinytorch module by name (tensors are recognised by their
 ``_data`` array), so the engine can import it first.
@@ -167,7 +167,7 @@ class Recording:
         data = getattr(result, "_data", None)
         node = getattr(result, "grad_fn", None)
         self.memory.note_parameters(inputs)
-        saved = self.memory.hold(node, result) if node is not None else 0
+        saved = self.memory.hold(node) if node is not None else 0
         self.events.append(Event(
             name, "forward", start - self.origin, end - start, threading.get_ident(),
             shape=None if data is None else data.shape,
@@ -198,8 +198,7 @@ class GraphMemory:
 
     ``held`` maps id(storage) to [storage, number of unreleased recorded nodes keeping it]: the
     reference keeps the id from being reused while it is counted. ``nodes`` maps id(node) to a
-    weak reference to its output tensor (to notice a graph dropped without backward: nodes
-    have no weak references, which would cost every op) and the ids of what it keeps.
+    weak reference (to notice a node that dies unreleased) and the ids of what it keeps.
     """
 
     def __init__(self):
@@ -221,9 +220,8 @@ class GraphMemory:
         ref = self.parameter_storages.get(id(storage))
         return ref is not None and ref() is storage
 
-    def hold(self, node, output):
-        """Count what ``node`` keeps; returns the bytes no recorded node kept before. When the
-        ``output`` tensor is garbage-collected unreleased, so is the node it alone refers to."""
+    def hold(self, node):
+        """Count what ``node`` keeps; returns the bytes no recorded node kept before."""
         new, kept = 0, []
         for storage in _storages(node):
             if self._is_parameter(storage):
@@ -237,14 +235,14 @@ class GraphMemory:
             kept.append(id(storage))
         self.live += new
         self.peak = max(self.peak, self.live)
-        self.nodes[id(node)] = (weakref.ref(output, functools.partial(self._died, id(node))), kept)
+        self.nodes[id(node)] = (weakref.ref(node, functools.partial(self._died, id(node))), kept)
         return new
 
     def ran(self, node):
         """Backward ran ``node``: if it released what it saved, what it no longer keeps stops
         counting for it. Returns the bytes that stopped being live."""
         entry = self.nodes.get(id(node))
-        if entry is None or node.saved_tensors is not None:
+        if entry is None or entry[0]() is not node or node.saved_tensors is not None:
             return 0                               # not recorded here, or retain_graph
         still = {id(s) for s in _storages(node)}
         kept = [key for key in entry[1] if key in still]
@@ -312,7 +310,7 @@ def _arrays_in(value, nested=True):
 
 def _storages(node):
     """The distinct arrays owning the memory ``node`` keeps (see the module docstring)."""
-    values = list(node.saved_tensors or ())
+    values = [t for t in node.saved_tensors or () if not _is_number(t)]
     values.append(node.output_data)
     values += [getattr(node, name, None) for name in _attribute_slots(type(node))]
     values += list(getattr(node, "__dict__", {}).values())
@@ -325,6 +323,12 @@ def _storages(node):
             storage = _storage(array)
             storages[id(storage)] = storage
     return storages.values()
+
+
+def _is_number(value):
+    """A Python number given to an op, which it keeps as a 0-d array (shared through a cache
+    of constants, alive without the graph)."""
+    return isinstance(value, np.ndarray) and value.ndim == 0 or isinstance(value, (int, float))
 
 
 def _is_parameter_tensor(value):
