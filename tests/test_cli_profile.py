@@ -1,6 +1,5 @@
 """``tinytorch profile``: one training step of a model kind, its table, summary and trace."""
 
-import argparse
 import json
 import re
 

@@ -9,6 +9,7 @@ exceptions, threads, and the cost when no block is open.
 import collections
 import gc
 import json
+import re
 import threading
 
 import numpy as np
@@ -403,7 +404,7 @@ def test_the_table_columns_line_up():
     lines = text.splitlines()
     rule = lines[1]
     assert set(rule) == {"-", " "} and lines[-2] == rule
-    columns = [(m.start(), m.end()) for m in __import__("re").finditer(r"-+", rule)]
+    columns = [(m.start(), m.end()) for m in re.finditer(r"-+", rule)]
     assert len(columns) == 9
     for line in lines:
         assert len(line) == len(rule), line

@@ -9,11 +9,11 @@ records and ``prof.export_chrome_trace(path)`` a trace for chrome://tracing or P
 >>> import tinytorch as tt
 >>> from tinytorch.profiler import profile
 >>> model = tt.Sequential(tt.Linear(64, 128), tt.ReLU(), tt.Linear(128, 10))
->>> x, y = tt.randn(32, 64), tt.Tensor(np.arange(32) % 10)
+>>> x, y = tt.randn(32, 64), tt.Tensor([i % 10 for i in range(32)])
 >>> with profile() as prof:
 ...     tt.CrossEntropyLoss()(model(x), y).backward()
 >>> print(prof.table())          # one row per op type: calls, times, output and saved bytes
->>> print(prof.summary())        # graph memory = 0.5x parameter memory; backward took 1.4x forward
+>>> print(prof.summary())        # graph memory = 1.1x parameter memory; backward took ...
 
 What is counted (details in :mod:`tinytorch.core.profiler`):
 

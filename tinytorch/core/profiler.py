@@ -27,7 +27,6 @@ This module imports no other tinytorch module by name (tensors are recognised by
 """
 
 import functools
-import itertools
 import threading
 import time
 import weakref
@@ -181,6 +180,8 @@ class Recording:
         return walk
 
     def node_ran(self, name, node, start, end, thread):
+        if self.closed_at is not None:            # closed while the backward pass ran
+            return
         freed = 0 if node is _ACCUMULATE else self.memory.ran(node)
         self.events.append(Event(name, "backward", start - self.origin, end - start, thread,
                                  freed_bytes=freed, live_bytes=self.memory.live))
@@ -222,6 +223,9 @@ class GraphMemory:
 
     def hold(self, node):
         """Count what ``node`` keeps; returns the bytes no recorded node kept before."""
+        entry = self.nodes.get(id(node))
+        if entry is not None and entry[0]() is node:
+            return 0                  # a custom Function that returned an input's history
         new, kept = 0, []
         for storage in _storages(node):
             if self._is_parameter(storage):
@@ -291,9 +295,10 @@ _NODE_FIELDS = frozenset(("saved_tensors", "needs_input_grad", "output_data", "h
 @functools.cache
 def _attribute_slots(cls):
     """The slots a node class adds to Function's (where ops keep arrays: ``probs``, ``cols``)."""
-    names = itertools.chain.from_iterable(
-        [c.__dict__.get("__slots__", ())] if isinstance(c.__dict__.get("__slots__"), str)
-        else c.__dict__.get("__slots__", ()) for c in cls.__mro__)
+    names = []
+    for c in cls.__mro__:
+        slots = c.__dict__.get("__slots__", ())
+        names += [slots] if isinstance(slots, str) else list(slots)
     return tuple(n for n in dict.fromkeys(names) if n not in _NODE_FIELDS)
 
 
