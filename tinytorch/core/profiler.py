@@ -4,7 +4,8 @@ While a profile block is open (``state.active``), :func:`record_op` runs each op
 hands it to every open :class:`Recording`; each backward pass gets a :class:`WalkTimeline` that
 times each node the walk runs (from the moment the walk takes it up to the next one). When no
 block is open the engine pays one attribute check per op (``run_op``) and one test of a local
-variable per node (the walk): nothing else of this module runs.
+variable per node (the walk): nothing else of this module runs. (Nodes also have a slot for
+weak references, which lets a recording notice a graph dropped without backward.)
 
 Graph memory: the bytes the recorded nodes keep alive for backward. A node keeps its inputs'
 arrays, its saved output and the arrays it stores on itself (a softmax's probabilities, im2col
