@@ -8,9 +8,11 @@ import sys
 
 import pytest
 
+from doc_blocks import python_blocks
+
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 TEXT = README.read_text()
-BLOCKS = re.findall(r"```python\n(.*?)```", TEXT, flags=re.S)
+BLOCKS = python_blocks(TEXT)
 TRAINING_IN_PYTHON = next(i for i, block in enumerate(BLOCKS) if "trainer.fit(" in block)
 _namespaces = {}                   # block index -> the globals it left, for the tests below
 

@@ -1,4 +1,5 @@
-"""The ``tinytorch`` command line (also ``python -m tinytorch``): train, evaluate, graph, demo.
+"""The ``tinytorch`` command line (also ``python -m tinytorch``): train, evaluate, graph, demo,
+profile (in :mod:`tinytorch.cli.profile`).
 
 Every failure ends with one line on stderr and a non-zero status: 2 for a bad option value, 1
 for everything else (a missing, damaged or inconsistent file, an unwritable output, diverging
@@ -46,6 +47,7 @@ commands:
   tinytorch evaluate runs/RUN          reload a run's checkpoint and measure it again
   tinytorch generate runs/RUN          write text with a trained GPT
   tinytorch graph                      draw the autograd graph of a model's loss
+  tinytorch profile                    time and graph memory per op of one training step
   tinytorch demo                       fit y = 3x + 2 with bare autograd
 
 'tinytorch COMMAND --help' describes a command's options."""
@@ -468,6 +470,9 @@ def build_parser():
     Option("lr", float, 0.1, "learning rate", low=0, low_open=True).add_to(p)
     SEED.add_to(p)
     p.set_defaults(run=demo)
+
+    from tinytorch.cli import profile
+    profile.add_command(commands, KINDS)
     return parser
 
 

@@ -9,12 +9,13 @@ in reverse creation order (:func:`_run_backward`).
 
 The engine's features live beside it, each in a module of its own, called from the walk by
 name: grad mode (``grad_mode.py``), anomaly mode (``anomaly.py``), the in-place version log
-(``inplace.py``), hooks (``hooks.py``); gradient checking is in ``gradcheck.py``.
+(``inplace.py``), hooks (``hooks.py``), the profiler's recording (``profiler.py``); gradient
+checking is in ``gradcheck.py``.
 
-The engine's modules (``tensor``, ``autograd``, ``inplace``, ``hooks``, ``anomaly``) refer to
-one another through module objects, looked up when called, so each of them imports first in
-any order; ``grad_mode`` imports nothing. Everything above them (ops, functional, layers...)
-imports names.
+The engine's modules (``tensor``, ``autograd``, ``inplace``, ``hooks``, ``anomaly``,
+``profiler``) refer to one another through module objects, looked up when called, so each of
+them imports first in any order; ``grad_mode`` imports nothing. Everything above them (ops,
+functional, layers...) imports names.
 
 >>> from tinytorch import Tensor
 >>> x = Tensor([2.0], requires_grad=True)
@@ -33,8 +34,10 @@ import numpy as np
 from tinytorch.core import anomaly as _anomaly
 from tinytorch.core import hooks as _hooks
 from tinytorch.core import inplace as _inplace
+from tinytorch.core import profiler as _profiler
 from tinytorch.core import tensor as _tensor
 from tinytorch.core.anomaly import state as _anomaly_state
+from tinytorch.core.profiler import state as _profiler_state
 from tinytorch.core.inplace import sequence
 from tinytorch.core.grad_mode import (  # noqa: F401  (re-exported: the curriculum's path)
     enable_autograd, enable_grad, is_grad_enabled, no_grad, set_grad_enabled,
@@ -90,7 +93,8 @@ class Function(metaclass=_FunctionType):
         y = Cube.apply(x)
     """
 
-    __slots__ = ("saved_tensors", "needs_input_grad", "output_data", "hooks", "trace", "seq")
+    __slots__ = ("saved_tensors", "needs_input_grad", "output_data", "hooks", "trace", "seq",
+                 "__weakref__")         # the profiler notices a graph dropped without backward
     saves_output = False
     reads_inputs = True         # False where the rule needs only shapes: in-place edits are safe
     returns_view = False        # True where the output shares memory with an input
@@ -181,6 +185,9 @@ def _apply_custom_function(fn_cls, *inputs):
             f"@staticmethod forward(ctx, ...) and backward(ctx, grad). For an op with "
             f"forward(self, *arrays) and gradient(self, grad, *arrays), use run_op("
             f"{fn_cls.__name__}, ...); to get input gradients from a node, call node.apply(grad).")
+    if _profiler_state.active and _profiler.records_op():
+        return _profiler.record_op(_apply_custom_function, fn_cls, inputs, {},
+                                   name=f"{fn_cls.__name__}Backward")
     needs = tuple(isinstance(x, _tensor.Tensor) and x.requires_grad for x in inputs)
     ctx = FunctionCtx(needs)
     with set_grad_enabled(False):
@@ -237,18 +244,14 @@ _YES, _NO = (True,), (False,)
 _BOTH, _FIRST, _SECOND, _NEITHER = (True, True), (True, False), (False, True), (False, False)
 
 
-# ``needs_input_grad`` tuples for one and two inputs, shared rather than built per op: fewer
-# new objects for Python's garbage collector to scan in big graphs.
-_YES, _NO = (True,), (False,)
-_BOTH, _FIRST, _SECOND, _NEITHER = (True, True), (True, False), (False, True), (False, False)
-
-
 def run_op(op, *inputs, **params):
     """Compute ``op`` on the inputs and, if any input needs a gradient, record a graph node.
 
     ``inputs`` are Tensors or Python numbers; ``params`` are passed on to ``op.forward``.
     Under ``no_grad`` (or when no input requires grad) nothing is recorded.
     """
+    if _profiler_state.active and _profiler.records_op():    # a profile block is open
+        return _profiler.record_op(run_op, op, inputs, params)
     Tensor = _tensor.Tensor
     node = op.__new__(op)
     # Unrolled for one and two inputs, calling forward without ``**{}`` when there are no params:
@@ -405,9 +408,11 @@ def _run_backward(roots, root_grads, retain_graph, create_graph, sink):
     Tensor = _tensor.Tensor
     pending, waiting = _seed_roots(roots, root_grads, sink)
     edits, check_finite, captured = _inplace.log, _anomaly_state.enabled, sink.nodes
-    rebases = edits.rebases
+    rebases, timeline = edits.rebases, sink.timeline
     while waiting:
         node = heappop(waiting)[1]
+        if timeline is not None:                       # a profile block is open: time the node
+            timeline.node_starts(node)
         grad = pending.pop(node)
         if node.saved_tensors is None:
             raise RuntimeError(_FREED_GRAPH_MESSAGE)
@@ -470,7 +475,8 @@ class _GradientSink:
     A total that might be held elsewhere (``borrowed``: the caller's seed, a gradient a rule
     passed through, a view, a user-defined rule's result) is copied before anything is added
     into it, so a leaf's ``.grad`` never aliases another array. Leaf hooks run on the total,
-    once. ``nodes`` maps the node of a non-leaf ``grad()`` input to that input.
+    once. ``nodes`` maps the node of a non-leaf ``grad()`` input to that input. ``timeline``
+    times the pass for the open profile blocks (None when there are none).
     """
 
     def __init__(self, inputs=None):
@@ -478,6 +484,7 @@ class _GradientSink:
         self.wanted = None if inputs is None else {id(t) for t in inputs}
         self.nodes = {} if inputs is None else {t.grad_fn: t for t in inputs
                                                 if t.grad_fn is not None}
+        self.timeline = _profiler.walk_timeline() if _profiler_state.active else None
 
     def add(self, leaf, grad, borrowed):
         key = id(leaf)
@@ -511,6 +518,8 @@ class _GradientSink:
     def deliver(self):
         """``backward()``: add each total into its leaf's ``.grad`` (a Tensor owning its array)."""
         Tensor = _tensor.Tensor
+        if self.timeline is not None:
+            self.timeline.accumulation_starts()
         for leaf, total in self._finished():
             current = leaf._grad
             if current is None:
@@ -520,10 +529,14 @@ class _GradientSink:
                 leaf._grad = current + total
             else:
                 np.add(current._data, total, out=current._data)
+        if self.timeline is not None:
+            self.timeline.ends()
 
     def results(self, inputs):
         """``grad()``: the total of each input (None where no gradient reached it)."""
         totals = {id(leaf): total for leaf, total in self._finished()}
+        if self.timeline is not None:
+            self.timeline.ends()
         return [_as_gradient_tensor(totals.get(id(t))) for t in inputs]
 
 
