@@ -182,6 +182,35 @@ def test_flatten_of_an_empty_tensor():
     assert tt.zeros(0, 3, 2).flatten(1).shape == (0, 6)
 
 
+@pytest.mark.parametrize("shape", [(), (5,), (2, 3, 4)])
+def test_flatten_takes_and_refuses_the_dims_pytorch_does(torch, shape):
+    ours, theirs = tt.tensor(np.zeros(shape, np.float32)), torch.zeros(shape)
+    ndim = max(len(shape), 1)
+    for start in range(-ndim - 1, ndim + 1):
+        for end in range(-ndim - 1, ndim + 1):
+            try:
+                expected = tuple(theirs.flatten(start, end).shape)
+            except (IndexError, RuntimeError) as error:     # out of range; start after end
+                kind = IndexError if isinstance(error, IndexError) else ValueError
+                with pytest.raises(kind, match="out of range|comes after"):
+                    ours.flatten(start, end)
+            else:
+                assert ours.flatten(start, end).shape == expected, (start, end)
+    with pytest.raises(TypeError):
+        ours.flatten(0.5)
+
+
+def test_a_format_spec_on_a_tensor_of_several_elements_is_a_type_error_as_in_pytorch(torch):
+    for spec in (".3f", ">20", "e"):
+        with pytest.raises(TypeError):
+            format(torch.ones(2, 3), spec)
+        with pytest.raises(TypeError, match=f"unsupported format string '{spec}'.*shape \\(2, 3\\)"):
+            format(tt.ones(2, 3), spec)
+    assert f"{tt.ones(2, 3)}" == str(tt.ones(2, 3))
+    assert f"{tt.tensor(2.5):.3f}" == f"{torch.tensor(2.5):.3f}" == "2.500"
+    assert f"{tt.ones(1, 1):.2f}" == "1.00"             # one element: its number, as .item()
+
+
 def test_numpy_copy_request_is_honoured():
     t = tt.ones(3)
     copied = np.array(t, copy=True)

@@ -465,10 +465,15 @@ class Tensor:
         return bool(self._data)
 
     def __format__(self, spec):
-        """A one-element tensor formats as its number (``f"{loss:.4f}"``), as in PyTorch."""
-        if self._data.size == 1 and spec:
+        """A one-element tensor formats as its number (``f"{loss:.4f}"``), as in PyTorch;
+        a format spec on any other tensor raises TypeError, as in PyTorch."""
+        if spec and self._data.size != 1:
+            raise TypeError(f"unsupported format string {spec!r} passed to Tensor.__format__: "
+                            f"only one-element tensors format as numbers, this one has shape "
+                            f"{self.shape}")
+        if spec:
             return format(self.item(), spec)
-        return format(str(self), spec)
+        return str(self)
 
     def __float__(self):
         return float(self.item())
@@ -723,10 +728,16 @@ class Tensor:
     view = reshape
 
     def flatten(self, start_dim=0, end_dim=-1):
-        """Merge axes ``start_dim..end_dim`` into one."""
+        """Merge axes ``start_dim..end_dim`` (both included) into one; a 0-d tensor becomes
+        shape (1,). IndexError for an axis out of range, ValueError when ``start_dim`` comes
+        after ``end_dim`` (PyTorch's rules)."""
+        start, end = _axes_tuple((operator.index(start_dim), operator.index(end_dim)),
+                                 max(self.ndim, 1))
+        if start > end:
+            raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} "
+                             f"for a tensor with {self.ndim} dims")
         if self.ndim == 0:
             return self.reshape(1)
-        start, end = start_dim % self.ndim, end_dim % self.ndim
         merged = int(np.prod(self.shape[start:end + 1]))
         return self.reshape(self.shape[:start] + (merged,) + self.shape[end + 1:])
 
