@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import tinytorch as tt
+from cli_helpers import nested_zip, npy_declaring
 
 
 def test_round_trip_of_nested_state(tmp_path):
@@ -177,45 +178,14 @@ def test_trainer_checkpoint_with_a_zero_dim_buffer_round_trips(tmp_path):
 def _npy(shape, body, descr="|u1", fortran_order=False):
     """An .npy file whose header says ``shape``, ``descr`` and ``fortran_order``, holding
     ``body`` (whatever the header says)."""
-    import struct
-
-    header = repr({"descr": descr, "fortran_order": fortran_order, "shape": shape}).encode()
-    header += b" " * (-(10 + len(header) + 1) % 64) + b"\n"
-    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + body
-
-
-def _nested_zip(count, tail):
-    """A zip of ``count`` stored .npy entries that nest: each entry's bytes hold all the entries
-    after it (their local headers and data) and ``tail``, so the entries declare about
-    ``count / 2`` times the file's size while every checksum is right."""
-    import struct
-    import zlib
-
-    following, entries = tail, []
-    for k in reversed(range(count)):
-        name = f"e{k:04d}.npy".encode()
-        data = _npy((len(following),), following)
-        local = struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, 0, 0, 0, zlib.crc32(data),
-                            len(data), len(data), len(name), 0) + name
-        entries.append((name, data, len(local) + len(data) - len(following)))
-        following = local + data
-    entries.reverse()
-    directory, offset = b"", 0
-    for name, data, own in entries:
-        directory += struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 20, 20, 0, 0, 0, 0,
-                                 zlib.crc32(data), len(data), len(data), len(name), 0, 0, 0, 0,
-                                 0, offset) + name
-        offset += own
-    end = struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, count, count, len(directory),
-                      len(following), 0)
-    return following + directory + end
+    return npy_declaring(shape, body, descr, fortran_order)
 
 
 def test_entries_that_overlap_are_refused_before_anything_is_read(tmp_path):
     import tracemalloc
 
     path = tmp_path / "overlap.npz"
-    path.write_bytes(_nested_zip(100, b"\0" * 400_000))
+    path.write_bytes(nested_zip(100, b"\0" * 400_000))
     with zipfile.ZipFile(path) as archive:              # a valid zip, read naively: ~150x
         declared = sum(info.file_size for info in archive.infolist())
         assert len(archive.read("e0050.npy")) > 400_000

@@ -12,7 +12,7 @@ Chrome trace.
 
 import argparse
 
-from tinytorch.cli.options import SEED, Option, UsageError
+from tinytorch.cli.options import Option, UsageError
 
 DEFAULT_LR = 1e-3          # for kinds whose config has no learning rate
 
@@ -39,7 +39,8 @@ def add_command(commands, kinds):
                         "chrome://tracing or https://ui.perfetto.dev")
     p.add_argument("--sort-by", choices=SORT_KEYS, default="total_time",
                    help="the table's order (default: total_time)")
-    SEED.add_to(p)
+    Option("seed", int, 0, "seeds the data split and the initial weights", low=0,
+           high=2**32 - 1).add_to(p)
     from tinytorch.cli import THREADS
     THREADS.add_to(p)
     p.set_defaults(run=run)
@@ -87,7 +88,10 @@ def run(args):
     print(f"  optimizer step ({optimizer_name}): {_ms(update)}, not in the table: it updates "
           f"the parameters' arrays in place and records no op")
     if args.trace:
-        prof.export_chrome_trace(args.trace)
+        from tinytorch.core.serialization import write_atomically
+
+        with write_atomically(args.trace) as temporary:
+            prof.export_chrome_trace(temporary)
         print(f"wrote {len(prof.events)} events to {args.trace} (open it in chrome://tracing "
               f"or https://ui.perfetto.dev)")
     return 0
