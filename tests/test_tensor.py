@@ -196,8 +196,25 @@ def test_flatten_takes_and_refuses_the_dims_pytorch_does(torch, shape):
                     ours.flatten(start, end)
             else:
                 assert ours.flatten(start, end).shape == expected, (start, end)
-    with pytest.raises(TypeError):
-        ours.flatten(0.5)
+    for dim in (0.5, True):
+        with pytest.raises(TypeError):
+            theirs.flatten(dim)
+        with pytest.raises(TypeError):
+            ours.flatten(dim)
+
+
+def test_transpose_refuses_one_dim_and_dims_out_of_range_as_pytorch(torch):
+    ours, theirs = tt.zeros(2, 3, 4), torch.zeros(2, 3, 4)
+    for dims in [(0, 2), (-1, 0), (1, 1), (np.int64(2), 0)]:
+        assert ours.transpose(*dims).shape == tuple(theirs.transpose(*dims).shape)
+    for dims, kind in [((0,), TypeError), ((0, 3), IndexError), ((-4, 0), IndexError),
+                       ((0.5, 1), TypeError), ((True, 2), TypeError)]:
+        with pytest.raises(kind):
+            theirs.transpose(*dims)
+        with pytest.raises(kind):
+            ours.transpose(*dims)
+    with pytest.raises(TypeError, match="give both dim0 and dim1"):
+        ours.transpose(dim1=0)
 
 
 def test_a_format_spec_on_a_tensor_of_several_elements_is_a_type_error_as_in_pytorch(torch):

@@ -731,8 +731,7 @@ class Tensor:
         """Merge axes ``start_dim..end_dim`` (both included) into one; a 0-d tensor becomes
         shape (1,). IndexError for an axis out of range, ValueError when ``start_dim`` comes
         after ``end_dim`` (PyTorch's rules)."""
-        start, end = _axes_tuple((operator.index(start_dim), operator.index(end_dim)),
-                                 max(self.ndim, 1))
+        start, end = _axes_tuple((_dim(start_dim), _dim(end_dim)), max(self.ndim, 1))
         if start > end:
             raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} "
                              f"for a tensor with {self.ndim} dims")
@@ -767,7 +766,10 @@ class Tensor:
         return self.reshape(self.shape[:axis] + (1,) + self.shape[axis:])
 
     def transpose(self, dim0=None, dim1=None):
-        """Swap two axes (by default the last two)."""
+        """Swap two axes (by default the last two). TypeError for one dim without the other or
+        a dim that is not an int (a bool included, as in PyTorch)."""
+        if dim0 is not None and dim1 is not None:
+            dim0, dim1 = _dim(dim0), _dim(dim1)
         return autograd.run_op(autograd.TransposeBackward, self, dim0=dim0, dim1=dim1)
 
     def permute(self, *axes):
@@ -916,6 +918,13 @@ def _axis(axis, dim):
             raise TypeError("give axis or dim, not both")
         return dim
     return axis
+
+
+def _dim(dim):
+    """``dim`` as an int; TypeError for a bool or a non-integer (PyTorch's rule for dims)."""
+    if isinstance(dim, bool):
+        raise TypeError(f"a dim must be an int, not bool ({dim})")
+    return operator.index(dim)
 
 
 def _axes_tuple(axis, ndim):
