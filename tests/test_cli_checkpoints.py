@@ -226,6 +226,21 @@ def test_a_crafted_checkpoint_is_refused_in_one_line(checkpoint, tmp_path, capsy
     _refused(craft(checkpoint), tmp_path, capsys, *words)
 
 
+@pytest.mark.parametrize("name, value, words", [
+    ("mean", np.full(64, np.nan, "f4"), ["'mean'", "finite"]),
+    ("std", np.zeros(64, "f4"), ["'std'", "positive"]),
+    ("mean", np.zeros(3, "f4"), ["'mean'", "shape (64,)"]),
+])
+def test_a_cnn_checkpoint_s_standardisation_is_checked_as_the_mlp_s(
+        tmp_path_factory, tmp_path, capsys, name, value, words):
+    out = tmp_path_factory.getbasetemp() / "tiny-cnn-run"
+    if not (out / "model.npz").exists():
+        assert main(["train", "--model", "cnn", "--channels", "2", "--epochs", "1",
+                     "--out", str(out)]) == 0
+    _refused(_with_metadata_array((out / "model.npz").read_bytes(), name, value), tmp_path,
+             capsys, *words)
+
+
 def test_a_config_that_disagrees_with_the_weights_allocates_nothing(checkpoint, tmp_path,
                                                                       capsys):
     # within the limits, but 16 layers of 4096 units would be 1 GB of weights to build
