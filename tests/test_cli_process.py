@@ -145,6 +145,8 @@ def test_sigterm_with_its_default_action_still_ends_the_process_after_the_block(
     (["generate", "{pipe_run}"], 1, "model.npz: not a tinytorch checkpoint (it is a named pipe"),
     (["evaluate", "{folder_run}"], 1, "model.npz: not a tinytorch checkpoint (it is a folder"),
     (["train", *TINY, "--out", "{pipe_run}", "--overwrite"], 2, "model.npz is a named pipe"),
+    (["train", *TINY, "--out", "{pipe_run}/model.npz"], 2, "model.npz is a named pipe, not a "
+                                                          "folder"),
     (["graph", "--hidden", "4", "--out", "{pipe_run}/model.npz.dot"], 1, "it is a named pipe"),
     (["profile", "--batch-size", "4", "--trace", "{pipe_run}/model.npz"], 1,
      "it is a named pipe"),
@@ -171,6 +173,50 @@ def test_a_write_that_fails_names_the_file_and_leaves_nothing(tmp_path):
     line = one_line_error(result.stderr, "tinytorch: error:")
     assert "File too large" in line and f"{out / 'model.npz'}" in line
     assert not out.exists()
+
+
+@pytest.mark.parametrize("argv, written", [
+    (["graph", "--hidden", "4", "--out", "{tmp}/new/sub/graph.dot"], "new/sub/graph.dot"),
+    (["profile", "--batch-size", "4", "--trace", "{tmp}/new/sub/trace.json"],
+     "new/sub/trace.json"),
+])
+def test_a_write_that_fails_in_graph_or_profile_names_the_file_and_leaves_nothing(
+        tmp_path, capsys, monkeypatch, argv, written):
+    import shutil
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)   # 'graph' writes DOT text
+    argv = [arg.format(tmp=tmp_path) for arg in argv]
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    assert signal.getsignal(signal.SIGXFSZ) == signal.SIG_IGN, "Python ignores it: EFBIG"
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100, hard))    # as if the disk were full
+    try:
+        status = main(argv)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert status == 1
+    line = one_line_error(capsys.readouterr().err, "tinytorch: error:")
+    assert line == f"tinytorch: error: {tmp_path / written}: File too large"
+    assert os.listdir(tmp_path) == [], "neither a temporary file nor the folders made"
+
+
+def test_an_os_error_is_one_line_naming_the_file_then_the_reason(tmp_path, capsys):
+    missing = tmp_path / "nothing.npz"
+    assert main(["evaluate", str(missing)]) == 1
+    assert one_line_error(capsys.readouterr().err) == (
+        f"tinytorch: error: {missing}: No such file or directory")
+
+
+def test_profile_trace_is_checked_before_profiling_and_its_folders_are_made(tmp_path, capsys):
+    (tmp_path / "notes").write_text("a file")
+    assert main(["profile", "--trace", str(tmp_path / "notes" / "trace.json")]) == 1
+    assert one_line_error(capsys.readouterr().err) == (
+        f"tinytorch: error: {tmp_path / 'notes'} is a file, not a folder")
+    assert main(["profile", "--trace", ""]) == 2
+    assert one_line_error(capsys.readouterr().err, "tinytorch profile: error: argument --trace: "
+                                                   "must name a file, got an empty string")
+    assert main(["profile", "--batch-size", "4", "--trace",
+                 str(tmp_path / "new" / "trace.json")]) == 0
+    assert os.listdir(tmp_path / "new") == ["trace.json"]
 
 
 def test_an_out_under_a_file_is_a_clear_error(tmp_path, capsys):
@@ -226,6 +272,7 @@ print("threads", blas_threads(), "status", status)
 
 @pytest.mark.parametrize("argv", [
     ["evaluate", "{mlp}"],
+    ["generate", "{gpt}", "--tokens", "5"],
     ["graph", "--hidden", "4", "--out", "{tmp}/graph.dot"],
     ["profile", "--batch-size", "4"],
     ["demo", "--steps", "1"],
@@ -237,7 +284,7 @@ def test_every_command_uses_one_blas_thread_unless_told_otherwise(runs, tmp_path
         pytest.skip("no OpenBLAS reachable through ctypes in this NumPy")
     env = {name: value for name, value in cli_env().items()
            if name not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    argv = [arg.format(mlp=runs["mlp"], tmp=tmp_path) for arg in argv]
+    argv = [arg.format(mlp=runs["mlp"], gpt=runs["gpt"], tmp=tmp_path) for arg in argv]
     result = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True,
                             text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr

@@ -13,6 +13,7 @@ import contextlib
 import functools
 import math
 import os
+import stat
 import sys
 import warnings
 
@@ -116,8 +117,6 @@ def graph(args):
     """Draw the autograd graph of a model's loss on one small batch."""
     import shutil
 
-    from tinytorch.cli.runs import make_folders, remove_folders
-    from tinytorch.core.serialization import write_atomically
     from tinytorch.viz import draw_graph, to_dot
 
     path = args.out
@@ -126,6 +125,7 @@ def graph(args):
         kind = f"a .{extension} file" if extension else "a file without an extension"
         raise UsageError(f"argument --out: cannot draw a graph as {kind}; give one of "
                          f".{', .'.join(GRAPH_FORMATS)}")
+    check_output(path, "--out")
     kind = KINDS[args.model]
     settings = _settings(kind, argparse.Namespace(dataset=args.dataset, hidden=args.hidden))
     config = kind.config(settings, seed=0)
@@ -140,20 +140,19 @@ def graph(args):
         path, extension = os.path.splitext(path)[0] + ".dot", "dot"
         print("note: the Graphviz 'dot' program is not installed, so the graph is written "
               "as DOT text (install graphviz, e.g. apt-get install graphviz, to render it)")
-    created = make_folders(os.path.dirname(path)) if os.path.dirname(path) else []
+
+    def write(temporary):
+        if extension in ("dot", "gv"):
+            with open(temporary, "w", encoding="utf-8") as f:
+                f.write(to_dot(loss, params=model))
+        else:
+            draw_graph(loss, temporary, params=model, format=extension)
+
     try:           # only the file asked for is written, and nothing is left when that fails
-        with write_atomically(path) as temporary:
-            if extension in ("dot", "gv"):
-                with open(temporary, "w", encoding="utf-8") as f:
-                    f.write(to_dot(loss, params=model))
-            else:
-                draw_graph(loss, temporary, params=model, format=extension)
-    except BaseException as error:
-        remove_folders(created)
-        if isinstance(error, RuntimeError):                 # Graphviz's dot failed
-            raise Stopped(1, f"error: {path} was not written: "
-                             f"{_shortened(str(error).removeprefix('draw_graph: '))}") from None
-        raise
+        write_output(path, write)
+    except RuntimeError as error:                           # Graphviz's dot failed
+        raise Stopped(1, f"error: {path} was not written: "
+                         f"{_shortened(str(error).removeprefix('draw_graph: '))}") from None
     print(f"wrote the graph of the loss of {kind.title} on {config['dataset']} to {path}")
     return 0
 
@@ -380,6 +379,53 @@ def _silence_stdout():
         pass                                    # not a real file (e.g. captured by a test)
 
 
+def check_output(path, option):
+    """Refuse, before any work, an output file ``path`` (given with ``option``) that cannot be
+    written: UsageError for an empty name, ValueError when it is a folder, a named pipe or a
+    device, NotADirectoryError when a file stands where one of its folders would be."""
+    from tinytorch.cli.runs import missing_folders
+    from tinytorch.core.serialization import file_kind
+
+    if not path:
+        raise UsageError(f"argument {option}: must name a file, got an empty string")
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        raise ValueError(f"{path}: cannot be written: it is {file_kind(mode)}, not a regular "
+                         f"file")
+    if os.path.dirname(path):
+        missing_folders(os.path.dirname(path))
+
+
+def write_output(path, write):
+    """Write the file ``path`` with ``write(temporary path)`` all at once (see
+    :func:`~tinytorch.core.serialization.write_atomically`), creating its missing folders;
+    when that fails, nothing is left: neither a partial file nor the folders made."""
+    from tinytorch.cli.runs import make_folders, remove_folders
+    from tinytorch.core.serialization import write_atomically
+
+    created = make_folders(os.path.dirname(path)) if os.path.dirname(path) else []
+    try:
+        with write_atomically(path) as temporary:
+            write(temporary)
+    except BaseException:
+        remove_folders(created)
+        raise
+
+
+def _describe(error):
+    """The text of an exception for its one line: an OSError as ``<file>: <reason>`` (e.g.
+    ``runs/a/model.npz: No space left on device``) rather than ``[Errno 28] ...``."""
+    if isinstance(error, OSError) and error.strerror and isinstance(error.filename, (str, bytes)):
+        text = f"{os.fsdecode(error.filename)}: {error.strerror}"
+        if isinstance(error.filename2, (str, bytes)):
+            text += f" (with {os.fsdecode(error.filename2)})"
+        return text
+    return str(error)
+
+
 def _shortened(text, limit=300):
     """``text`` on one line, cut to ``limit`` characters (e.g. another program's stderr)."""
     text = " ".join(text.split())
@@ -555,7 +601,7 @@ def main(argv=None):
         _silence_stdout()
         return 1
     except (ValueError, OSError) as error:
-        return _fail(1, f"tinytorch: error: {error}")
+        return _fail(1, f"tinytorch: error: {_describe(error)}")
     except MemoryError:
         return _fail(1, "tinytorch: error: out of memory")
 

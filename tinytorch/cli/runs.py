@@ -64,8 +64,10 @@ class RunFolder:
             raise OSError(errno.EEXIST, f"{base} already holds {_MAX_SUFFIX} runs named {stamp}")
         if not out:
             raise UsageError("argument --out: must name a folder, got an empty string")
-        if os.path.exists(out) and not os.path.isdir(out):
-            raise UsageError(f"argument --out: {out} is a file, not a folder")
+        mode = _mode(out)
+        if mode is not None and not stat.S_ISDIR(mode):
+            kind = "a file" if stat.S_ISREG(mode) else file_kind(mode)
+            raise UsageError(f"argument --out: {out} is {kind}, not a folder")
         for name in RUN_FILES:              # what --overwrite would have to replace
             mode = _mode(os.path.join(out, name))
             if mode is not None and not stat.S_ISREG(mode):
@@ -140,20 +142,8 @@ def _mode(path):
 def make_folders(path):
     """Create the folder ``path`` and its missing parents; returns the folders created,
     outermost first (to undo with :func:`remove_folders`). A file in the way raises
-    NotADirectoryError saying which."""
-    missing, head = [], os.path.abspath(path)
-    while not os.path.isdir(head):
-        missing.append(head)
-        parent = os.path.dirname(head)
-        if parent == head:
-            break
-        head = parent
-    for folder in missing:
-        mode = _mode(folder)
-        if mode is not None and not stat.S_ISDIR(mode):     # e.g. --out a-file/run
-            kind = "a file" if stat.S_ISREG(mode) else file_kind(mode)
-            where = "" if folder == missing[0] else f"cannot create the folder {path}: "
-            raise NotADirectoryError(f"{where}{folder} is {kind}, not a folder")
+    NotADirectoryError saying which (see :func:`missing_folders`)."""
+    missing = missing_folders(path)
     created = []
     try:
         for folder in reversed(missing):
@@ -167,6 +157,26 @@ def make_folders(path):
         remove_folders(created)
         raise
     return created
+
+
+def missing_folders(path):
+    """The folders (absolute, innermost first) that creating the folder ``path`` would make;
+    NotADirectoryError saying which when a file (or a pipe, a device...) stands where one of
+    them would be, before anything is created."""
+    missing, head = [], os.path.abspath(path)
+    while not os.path.isdir(head):
+        missing.append(head)
+        parent = os.path.dirname(head)
+        if parent == head:
+            break
+        head = parent
+    for folder in missing:
+        mode = _mode(folder)
+        if mode is not None and not stat.S_ISDIR(mode):     # e.g. --out a-file/run
+            kind = "a file" if stat.S_ISREG(mode) else file_kind(mode)
+            where = "" if folder == missing[0] else f"cannot create the folder {path}: "
+            raise NotADirectoryError(f"{where}{folder} is {kind}, not a folder")
+    return missing
 
 
 def remove_folders(folders):
