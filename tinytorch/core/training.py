@@ -21,6 +21,7 @@ from tinytorch.core.losses import (  # noqa: F401  (MSELoss, CrossEntropyLoss: T
     BCEWithLogitsLoss, BinaryCrossEntropyLoss, CrossEntropyLoss, MSELoss,
 )
 from tinytorch.core.tensor import Tensor
+from tinytorch.core.tracing import replayed_as_a_call
 
 
 # ----- learning-rate schedules ---------------------------------------------------------------
@@ -83,6 +84,7 @@ class StepSchedule:
 
 # ----- gradient clipping ---------------------------------------------------------------------
 
+@replayed_as_a_call
 def clip_grad_norm(parameters, max_norm=1.0):
     """Scale all gradients together so that their joint L2 norm is at most ``max_norm``.
 
