@@ -292,8 +292,9 @@ def test_the_replay_source_reads_as_the_step_it_records():
     compiled(x)
     source = compiled.code(x)
     assert source.startswith("def replay(T):") and "_deliver(E" in source
-    assert len(re.findall(r"K\d+\(", source)) == 3                      # mul, tanh, sum
-    assert len(re.findall(r"R\d+\(", source)) == 3                      # and their rules
+    # small ops are inlined: the product, tanh and its derivative appear as code
+    assert re.search(r"v\d+ = a0 \* e\d+", source), source
+    assert re.search(r"\.tanh\(v\d+\)", source) and "(1 - v" in source, source
     assert compiled.code(tt.Tensor([1.0])) is None
 
 

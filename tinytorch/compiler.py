@@ -53,14 +53,17 @@ import collections
 import functools
 import inspect
 import itertools
+import re
 import sys
 import time
 import warnings
 
 import numpy as np
 
+from tinytorch import inlining
 from tinytorch.core import autograd, inplace, tracing
 from tinytorch.core.tensor import Tensor
+from tinytorch.core.grad_mode import state as _grad_mode
 from tinytorch.core.tracing import state as _tracing
 
 __all__ = ["compile", "CompiledFunction"]
@@ -94,6 +97,9 @@ class CompiledFunction:
         self.fn = fn
         self.cache_size = cache_size
         self._signature = inspect.signature(fn)
+        parameters = self._signature.parameters.values()
+        self._positional = (len(self._signature.parameters) if all(
+            p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in parameters) else -1)
         self._cache = collections.OrderedDict()        # signature key -> _Replay or _Eager
         self._warned = set()
         self.recordings = 0
@@ -101,8 +107,12 @@ class CompiledFunction:
         self.record_seconds = []
 
     def __call__(self, *args, **kwargs):
-        bound = self._signature.bind(*args, **kwargs)
-        arguments = tuple(bound.arguments.values())
+        if kwargs or len(args) != self._positional:        # defaults and keywords: bind them
+            bound = self._signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            arguments = tuple(bound.arguments.values())
+        else:
+            arguments = args
         key = _signature_key(arguments)
         if key is None:
             self._warn("an argument that is neither a Tensor nor a hashable value")
@@ -110,10 +120,10 @@ class CompiledFunction:
         entry = self._cache.get(key)
         if entry is not None:
             self._cache.move_to_end(key)
-            if isinstance(entry, _Replay) and entry.guards_hold():
+            if entry.__class__ is _Replay and entry.guards_hold():
                 self.replays += 1
-                return entry.run(arguments)
-            if isinstance(entry, _Eager):
+                return entry.function(_tensors_in(arguments, []))
+            if entry.__class__ is _Eager:
                 return self.fn(*args, **kwargs)
         return self._record(key, arguments, args, kwargs)
 
@@ -160,8 +170,12 @@ def _profiling():
 def _signature_key(arguments):
     """What a recording depends on besides values: shapes, dtypes, requires_grad of the
     Tensors, the other arguments' values, the grad mode. None when an argument is unhashable."""
-    parts = [autograd.is_grad_enabled()]
+    parts = [_grad_mode.enabled]
     for value in arguments:
+        if value.__class__ is Tensor:                         # the common case, first
+            data = value._data
+            parts.append((data.shape, data.dtype, value.requires_grad))
+            continue
         part = _value_key(value)
         if part is None:
             return None
@@ -171,7 +185,7 @@ def _signature_key(arguments):
 
 def _value_key(value):
     if isinstance(value, Tensor):
-        return ("T", value._data.shape, value._data.dtype.str, value.requires_grad)
+        return (value._data.shape, value._data.dtype, value.requires_grad)
     if isinstance(value, (tuple, list)):
         parts = tuple(_value_key(v) for v in value)
         return None if None in parts else (type(value).__name__, parts)
@@ -229,6 +243,7 @@ class _Recorder:
         self.env = {"_asarray": np.asarray, "_unbroadcast": autograd.unbroadcast,
                     "_deliver": _deliver, "Tensor": Tensor}
         self.names = {}              # id(Tensor or array) -> its name in the replay
+        self.constants = {}          # id(constant) -> its name
         self.kept = []               # everything named, so that no id is reused while recording
         self.counter = itertools.count()
         self.externals = {}          # id(Tensor) -> (name, tensor)
@@ -236,6 +251,7 @@ class _Recorder:
         self.guards = []             # (tensor, shape, dtype, requires_grad) of external Tensors
         self.reason = None
         self.backward = None         # the walk being recorded
+        self.inliner = inlining.Inliner(self._constant, Tensor)
         for i, t in enumerate(self.inputs):
             self._name(t, f"T[{i}]")
             self._name(t._data, f"a{i}")
@@ -251,9 +267,11 @@ class _Recorder:
         return f"{prefix}{next(self.counter)}"
 
     def _constant(self, value):
-        name = self._new("C")
-        self.env[name] = value
-        self.kept.append(value)
+        name = self.constants.get(id(value))
+        if name is None:
+            name = self.constants[id(value)] = self._new("C")
+            self.env[name] = value
+            self.kept.append(value)
         return name
 
     def _tensor(self, t):
@@ -313,15 +331,21 @@ class _Recorder:
         if self.reason is not None:
             return
         try:
-            args = ", ".join([self._value(x) for x in inputs]
-                             + [f"{k}={self._param(v)}" for k, v in params.items()])
+            values = [self._value(x) for x in inputs]
+            keywords = {k: self._param(v) for k, v in params.items()}
         except _CannotReplay as error:
             self.cannot_replay(str(error))
             return
-        kernel = self._new("K")
-        self.env[kernel] = node.forward
         out = self._new("v")
-        call = f"{kernel}({args})"
+        try:
+            facts = {i: (x._data if isinstance(x, Tensor) else x) for i, x in enumerate(inputs)}
+            facts.update(params)
+            lines, call = self.inliner.inline(node.forward, node, values, keywords, facts)
+            self.lines.extend(lines)
+        except inlining.NotInlinable:
+            kernel = self._new("K")
+            self.env[kernel] = node.forward
+            call = f"{kernel}({', '.join(values + [f'{k}={v}' for k, v in keywords.items()])})"
         self.lines.append(f"{out} = _asarray({call})" if result._data.ndim == 0 else
                           f"{out} = {call}")
         self._name(result, out)
@@ -457,16 +481,25 @@ class _WalkRecord:
         if not node.fresh_gradients or _overrides_apply(type(node)):
             raise _CannotReplay(f"the user-defined op {type(node).__name__}")
         incoming = self.pending.pop(node)
-        values = [self.r._value(t) for t in node.saved_tensors]
+        saved = [t._data if isinstance(t, Tensor) else t for t in node.saved_tensors]
         if node.saves_output:
-            values.append(self.r._value(node.output_data))
-        rule = self.r._new("R")
-        self.r.env[rule] = node.gradient
-        outputs = [self.r._new("t") if g is not None else "_" for g in input_grads]
-        self.r.lines.append(f"({''.join(o + ', ' for o in outputs)}) = "
-                            f"{rule}({', '.join([incoming] + values)})")
-        if len(outputs) != len(node.saved_tensors):
+            saved.append(node.output_data)
+        values = [self.r._value(v) for v in saved]
+        if len(input_grads) != len(node.saved_tensors):
             raise _CannotReplay(f"{type(node).__name__} returning a gradient per input")
+        outputs = [self.r._new("t") if g is not None else "_" for g in input_grads]
+        try:
+            lines, results = self.r.inliner.inline(node.gradient, node, [incoming] + values, {},
+                                                   dict(enumerate([grad] + saved)))
+            if [r is None for r in results] != [g is None for g in input_grads]:
+                raise inlining.NotInlinable("its gradients differ from the recording's")
+            self.r.lines.extend(lines)
+            self.r.lines.extend(f"{o} = {r}" for o, r in zip(outputs, results) if r is not None)
+        except inlining.NotInlinable:
+            rule = self.r._new("R")
+            self.r.env[rule] = node.gradient
+            self.r.lines.append(f"({''.join(o + ', ' for o in outputs)}) = "
+                                f"{rule}({', '.join([incoming] + values)})")
         for t, g, name in zip(node.saved_tensors, input_grads, outputs):
             if g is None or not isinstance(t, Tensor):
                 continue
@@ -545,16 +578,12 @@ def _drop_dead_values(lines):
     return result
 
 
+_VALUE_NAME = re.compile(r"\b[vgtea]\d+\b")
+
+
 def _words(line):
-    word, words = "", []
-    for ch in line + " ":
-        if ch.isalnum() or ch == "_":
-            word += ch
-        else:
-            if word and word[0] in "vgtea" and word[1:].isdigit():
-                words.append(word)
-            word = ""
-    return words
+    """The local value names a line of the replay mentions."""
+    return _VALUE_NAME.findall(line)
 
 
 def _assigned(line):
@@ -567,12 +596,19 @@ class _Replay:
     reads without taking them as arguments (checked before each replay)."""
 
     def __init__(self, function, source, guards, kept):
-        self.function, self.source, self.guards, self.kept = function, source, guards, kept
+        self.function, self.source, self.kept = function, source, kept
+        self.guards = [[t, t._data, shape, dtype, requires_grad]
+                       for t, shape, dtype, requires_grad in guards]
 
     def guards_hold(self):
-        return all(t._data.shape == shape and t._data.dtype == dtype
-                   and t.requires_grad == requires_grad
-                   for t, shape, dtype, requires_grad in self.guards)
-
-    def run(self, arguments):
-        return self.function(_tensors_in(arguments, []))
+        """Whether each external tensor still has its recorded shape, dtype and requires_grad
+        (an array seen before cannot have changed its shape or dtype: checked once)."""
+        for guard in self.guards:
+            t, seen, shape, dtype, requires_grad = guard
+            if t._data is not seen:
+                if t._data.shape != shape or t._data.dtype != dtype:
+                    return False
+                guard[1] = t._data
+            if t.requires_grad != requires_grad:
+                return False
+        return True
