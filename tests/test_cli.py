@@ -304,7 +304,7 @@ def _subparsers(parser):
 
 def test_every_command_has_a_description_and_every_option_a_help_text():
     commands = _subparsers(build_parser())
-    assert set(commands) == {"train", "evaluate", "graph", "demo"}
+    assert set(commands) == {"train", "evaluate", "generate", "graph", "demo", "profile"}
     for name, parser in commands.items():
         assert parser.description and len(parser.description) > 40, name
         for action in parser._actions:
@@ -317,7 +317,7 @@ def test_the_top_level_help_shows_no_rest_markup(capsys):
     text = capsys.readouterr().out
     for markup in ("``", ":func:", ":class:", ":mod:", ":meth:", ">>>"):
         assert markup not in text, markup
-    for command in ("train", "evaluate", "graph", "demo"):
+    for command in ("train", "evaluate", "generate", "graph", "demo", "profile"):
         assert f"tinytorch {command}" in text
 
 

@@ -8,9 +8,11 @@ import sys
 
 import pytest
 
+from doc_blocks import python_blocks
+
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 TEXT = README.read_text()
-BLOCKS = re.findall(r"```python\n(.*?)```", TEXT, flags=re.S)
+BLOCKS = python_blocks(TEXT)
 TRAINING_IN_PYTHON = next(i for i, block in enumerate(BLOCKS) if "trainer.fit(" in block)
 _namespaces = {}                   # block index -> the globals it left, for the tests below
 
@@ -46,30 +48,48 @@ def test_training_in_python_reproduces_the_command_number_for_number(
     assert f"test accuracy: {cli['test_accuracy']:.2%}" in TEXT
 
 
-def _train_option_table():
-    """{flag: row} of the README's table of 'tinytorch train' options."""
-    table = TEXT[TEXT.index("| option | default | meaning |"):]
+def _option_table(header):
+    """{flag: row} of the README's table that starts with ``header``."""
+    table = TEXT[TEXT.index(header):]
     table = table[:table.index("\n\n")]
     return {re.match(r"\| `(--[a-z-]+)", row).group(1): row
             for row in table.splitlines()[2:]}
 
 
+def _check_row(row, option):
+    """The row names the option's default and its limits or choices."""
+    if not callable(option.default) and option.default is not None:
+        assert f"`{option.default}`" in row, (option.name, row)
+    if option.kind is int:
+        assert f"{option.low} to {option.high}" in row, (option.name, row)
+    for choice in option.choices or ():
+        assert choice in row, (option.name, choice, row)
+
+
 def test_the_option_table_lists_every_train_option_with_its_default_and_limits():
-    from tinytorch.cli import KINDS, _train_options
+    from tinytorch.cli import KINDS, THREADS, _option_variants, _train_options
     from tinytorch.cli.options import SEED
 
-    rows = _train_option_table()
-    options = {**_train_options(), "seed": SEED}
-    assert set(rows) == {o.flag for o in options.values()} | {"--model", "--out", "--overwrite"}
-    for option in options.values():
-        row = rows[option.flag]
-        if not callable(option.default):
-            assert f"| `{option.default}` |" in row, row
-        if option.kind is int:
-            assert f"{option.low} to {option.high}" in row, row
-        if option.choices:
-            assert "{" + ",".join(option.choices) + "}" in row, row
+    rows = _option_table("| option | models | default | meaning |")
+    flags = {o.flag for o in _train_options().values()} | {SEED.flag, THREADS.flag}
+    assert set(rows) == flags | {"--model", "--out", "--overwrite"}
+    for name, variants in _option_variants().items():
+        for option, users in variants:
+            row = rows[option.flag]
+            _check_row(row, option)
+            for user in users:
+                assert user in row.split("|")[2], (name, user, row)
+    _check_row(rows["--seed"], SEED)
     assert "{" + ",".join(KINDS) + "}" in rows["--model"]
+
+
+def test_the_generate_table_lists_every_option_with_its_default_and_limits():
+    from tinytorch.cli import GENERATE_OPTIONS
+
+    rows = _option_table("| option of `generate` | default | meaning |")
+    assert set(rows) == {o.flag for o in GENERATE_OPTIONS} | {"--prompt", "--threads"}
+    for option in GENERATE_OPTIONS:
+        _check_row(rows[option.flag], option)
 
 
 def test_the_error_paragraph_names_the_statuses_the_program_uses():
@@ -92,14 +112,23 @@ def test_python_m_pytest_prints_its_passed_line(tmp_path, extra):
     assert re.search(r"^=* ?1 passed", result.stdout, flags=re.M), result.stdout
 
 
-def test_the_sample_output_of_tinytorch_train_matches_a_run(default_digits_run):
+def _output_block(first_words):
+    """The README's ``` block of command output whose first line starts with ``first_words``."""
+    start = TEXT.index("```\n" + first_words)
+    return TEXT[start:TEXT.index("```\n", start + 4)]
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_the_sample_output_of_tinytorch_train_matches_a_run(model, request):
     from cli_helpers import strict_json
     from tinytorch.core.training import format_loss
 
-    history = strict_json(default_digits_run / "history.json")
+    run = request.getfixturevalue({"mlp": "default_digits_run", "cnn": "default_cnn_run"}[model])
+    block = _output_block({"mlp": "training an MLP", "cnn": "training a CNN"}[model])
+    history = strict_json(run / "history.json")
     pattern = (r"epoch +(\d+)/30 \| train loss +(\S+) \| acc +(\S+)% \| val loss +(\S+) \| "
                r"acc +(\S+)%")
-    lines = re.findall(pattern, TEXT)
+    lines = re.findall(pattern, block)
     assert len(lines) >= 4
     for epoch, train_loss, train_accuracy, val_loss, val_accuracy in lines:
         i = int(epoch) - 1
@@ -107,5 +136,26 @@ def test_the_sample_output_of_tinytorch_train_matches_a_run(default_digits_run):
         assert val_loss == format_loss(history["val_loss"][i]).strip(), epoch
         assert float(train_accuracy) == round(history["train_accuracy"][i] * 100, 2), epoch
         assert float(val_accuracy) == round(history["val_accuracy"][i] * 100, 2), epoch
-    assert f"test accuracy: {history['test_accuracy']:.2%}" in TEXT
-    assert f"test loss {history['test_loss']:.4f}" in TEXT
+    assert f"test accuracy: {history['test_accuracy']:.2%}" in block
+    assert f"test loss {history['test_loss']:.4f}" in block
+
+
+@pytest.mark.slow
+def test_the_sample_output_of_the_default_gpt_run_matches_a_run(default_gpt_run):
+    """The full default GPT run (minutes): python -m pytest -m slow."""
+    from cli_helpers import strict_json
+    from tinytorch.core.training import format_loss
+
+    out, _, _ = default_gpt_run
+    history = strict_json(out / "history.json")
+    block = _output_block("training a GPT")
+    lines = re.findall(r"step +(\d+)/2000 \| train loss +(\S+) \| (?:val loss +(\S+) )?", block)
+    assert len(lines) >= 8
+    for step, train_loss, val_loss in lines:
+        i = history["step"].index(int(step))
+        assert train_loss == format_loss(history["train_loss"][i]).strip(), step
+        if val_loss:
+            j = history["eval_step"].index(int(step))
+            assert val_loss == format_loss(history["val_loss"][j]).strip(), step
+    assert f"validation loss: {history['final_val_loss']:.4f}" in block
+    assert history["sample"] in block

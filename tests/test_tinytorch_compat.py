@@ -7,6 +7,7 @@ gradients, assigning ``.grad`` and ``.data`` by hand, integer tensors mixed with
 """
 
 import importlib
+import warnings
 
 import numpy as np
 import pytest
@@ -463,3 +464,181 @@ def test_setting_an_infinite_learning_rate_is_refused():
     optimizer = tinytorch.SGD([Tensor([1.0], requires_grad=True)], lr=0.1)
     with pytest.raises(ValueError, match="lr must be a finite number"):
         optimizer.lr = float("inf")
+
+
+# ----- integer tensors as PyTorch types them ----------------------------------------------------
+
+TORCH_DTYPES = {"int64": "torch.int64", "int32": "torch.int32", "float32": "torch.float32",
+                "float64": "torch.float64"}
+
+
+@pytest.mark.parametrize("expression", [
+    lambda m, i, f: i + m.float32_scalar, lambda m, i, f: i + m.int64_scalar,
+    lambda m, i, f: f.double() + m.float32_scalar, lambda m, i, f: f + m.float64_scalar,
+    lambda m, i, f: i + m.int32(i), lambda m, i, f: i.clip(0.5, 1.5), lambda m, i, f: i.clip(0, 1),
+    lambda m, i, f: m.cat([i, f]), lambda m, i, f: m.cat([m.int32(i), i]),
+    lambda m, i, f: i.abs(), lambda m, i, f: i.relu(),
+] + [lambda m, i, f, name=name: getattr(i, name)()
+     for name in ("exp", "log", "sqrt", "tanh", "sigmoid", "sin", "cos")])
+def test_result_dtypes_of_integer_tensors_match_pytorch(expression, torch):
+    class Ours:
+        float32_scalar, int64_scalar, float64_scalar = np.float32(2), np.int64(2), np.float64(2)
+        int32 = staticmethod(lambda t: t.astype(np.int32))
+        cat = staticmethod(tinytorch.concatenate)
+
+    class Theirs(Ours):
+        int32 = staticmethod(lambda t: t.int())
+        cat = staticmethod(torch.cat)
+
+    ours = expression(Ours, Tensor([1, 2], dtype=np.int64), Tensor([1.0, 2.0]))
+    theirs = expression(Theirs, torch.tensor([1, 2]), torch.tensor([1.0, 2.0]))
+    assert TORCH_DTYPES[ours.dtype.name] == str(theirs.dtype)
+    np.testing.assert_allclose(ours.data, theirs.numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["mean", "var", "std"])
+def test_integer_statistics_are_in_the_default_float_dtype(name):
+    # PyTorch refuses these on integers; NumPy gives float64. We compute them as exp and sqrt
+    # of integers are computed in both libraries: in the default float dtype.
+    values = np.array([1, 2, 4], dtype=np.int64)
+    result = getattr(Tensor(values, dtype=np.int64), name)()
+    assert result.dtype == np.float32
+    np.testing.assert_allclose(result.item(), getattr(values.astype(np.float64), name)(),
+                               rtol=1e-6)
+
+
+# ----- NumPy functions on tensors ---------------------------------------------------------------
+
+def _x():
+    return Tensor(np.array([[1.0, -2.0, 3.0], [0.5, 4.0, -1.0]]), requires_grad=True)
+
+
+NUMPY_FUNCTIONS = [
+    ("sum", lambda x: np.sum(x, 0), lambda x: x.sum(0)),
+    ("sum-keywords", lambda x: np.sum(x, axis=1, keepdims=True), lambda x: x.sum(1, keepdim=True)),
+    ("mean", lambda x: np.mean(x), lambda x: x.mean()),
+    ("max", lambda x: np.max(x, 1), lambda x: x.amax(1)),
+    ("amin", lambda x: np.amin(x), lambda x: x.amin()),
+    ("var-positional-ddof", lambda x: np.var(x, 0, None, None, 1), lambda x: x.var(0)),
+    ("std", lambda x: np.std(x, axis=1), lambda x: x.std(1, unbiased=False)),
+    ("reshape", lambda x: np.reshape(x, (3, 2)) * np.arange(6.0).reshape(3, 2),
+     lambda x: x.reshape(3, 2) * torch_arange(6).reshape(3, 2)),
+    ("transpose", lambda x: np.transpose(x) @ np.ones((2, 1)), lambda x: x.T @ torch_ones(2, 1)),
+    ("clip", lambda x: np.clip(x, -1.5, 2.0), lambda x: x.clamp(-1.5, 2.0)),
+    ("concatenate", lambda x: np.concatenate([x, 2 * x], axis=1),
+     lambda x: torch_module().cat([x, 2 * x], 1)),
+    ("concatenate-axis-none", lambda x: np.concatenate([x, x], axis=None),
+     lambda x: torch_module().cat([x.reshape(-1), x.reshape(-1)])),
+    ("stack", lambda x: np.stack([x, x * x], 2), lambda x: torch_module().stack([x, x * x], 2)),
+    ("where", lambda x: np.where(x.detach() > 0, x, 0.0),
+     lambda x: torch_module().where(x > 0, x, 0.0)),
+    ("dot", lambda x: np.dot(x, np.arange(3.0)), lambda x: x @ torch_arange(3)),
+    ("squeeze", lambda x: np.squeeze(x[None]), lambda x: x[None].squeeze()),
+]
+
+
+def torch_module():
+    import torch
+    return torch
+
+
+def torch_arange(n):
+    return torch_module().arange(float(n), dtype=torch_module().float64)
+
+
+def torch_ones(*shape):
+    return torch_module().ones(*shape, dtype=torch_module().float64)
+
+
+@pytest.mark.parametrize("name, ours, theirs", NUMPY_FUNCTIONS, ids=[f[0] for f in NUMPY_FUNCTIONS])
+def test_numpy_functions_with_a_tinytorch_op_are_differentiable(name, ours, theirs, torch):
+    x = _x()
+    out = ours(x)
+    assert isinstance(out, Tensor) and out.requires_grad
+    (out * out).sum().backward()
+    xt = torch.tensor(x.data.astype(np.float64), requires_grad=True)
+    ref = theirs(xt)
+    (ref * ref).sum().backward()
+    np.testing.assert_allclose(out.data, ref.detach().numpy(), rtol=1e-6)
+    np.testing.assert_allclose(x.grad.data, xt.grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_numpy_function_without_a_tinytorch_op_refuses_a_tensor_that_requires_grad():
+    x = _x()
+    for call in (lambda: np.sort(x), lambda: np.allclose(x, 1.0), lambda: np.asarray(x),
+                 lambda: np.sum([x, x]), lambda: np.cumsum(x)):
+        with pytest.raises(TypeError, match="requires grad"):
+            call()
+
+
+def test_numpy_functions_compute_on_the_values_of_other_tensors():
+    x = _x().detach()
+    np.testing.assert_array_equal(np.sort(x), np.sort(x.data))
+    assert np.allclose(x, x.data) and np.sum([x, x]) == 2 * x.data.sum()
+    assert np.ndim(_x()) == 2 and np.shape(_x()) == (2, 3) and np.size(_x()) == 6
+    assert np.size(_x(), 1) == 3
+    rows, cols = np.where(x > 2)                     # indices, as NumPy gives them
+    assert rows.tolist() == [0, 1] and cols.tolist() == [2, 1]
+
+
+def test_numpy_reductions_refuse_out_and_unknown_keywords():
+    x = _x()
+    with pytest.raises(TypeError, match="out="):
+        np.sum(x, out=np.zeros(()))
+    with pytest.raises(TypeError, match="out="):
+        np.argmax(x, out=np.zeros((), dtype=np.int64))
+    with pytest.raises(TypeError, match="initial"):
+        np.max(x, initial=0.0)
+    with pytest.raises(ValueError, match="order"):
+        np.reshape(x, (3, 2), order="F")
+
+
+# ----- empty batches as PyTorch handles them ----------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(0, 0), (0, 3)])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_of_an_empty_batch_matches_pytorch(shape, reduction, torch):
+    logits = Tensor(np.zeros(shape), requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")               # and says nothing
+        loss = tinytorch.CrossEntropyLoss(reduction=reduction)(
+            logits, Tensor(np.zeros(0, dtype=np.int64), dtype=np.int64))
+        loss.sum().backward()
+    ref = torch.nn.functional.cross_entropy(torch.zeros(shape, requires_grad=True),
+                                            torch.zeros(0, dtype=torch.long), reduction=reduction)
+    np.testing.assert_array_equal(loss.data, ref.detach().numpy())
+    assert logits.grad.shape == shape
+
+
+@pytest.mark.parametrize("module, shape", [("BatchNorm1d", (0, 3)), ("BatchNorm2d", (0, 3, 4, 4))])
+def test_batch_norm_on_an_empty_batch_matches_pytorch(module, shape, torch):
+    ours, theirs = getattr(tinytorch, module)(3), getattr(torch.nn, module)(3)
+    x = Tensor(np.zeros(shape), requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = ours(x)
+        out.sum().backward()
+    ref = theirs(torch.zeros(shape))
+    assert out.shape == tuple(ref.shape) and x.grad.shape == shape
+    np.testing.assert_array_equal(ours.running_mean.data, theirs.running_mean.numpy())
+    np.testing.assert_array_equal(ours.running_var.data, theirs.running_var.numpy())
+    assert ours.num_batches_tracked.item() == theirs.num_batches_tracked.item() == 1
+    np.testing.assert_array_equal(ours.weight.grad.data, np.zeros(3))
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        ours(Tensor(np.zeros((1, 3) + (1,) * (len(shape) - 2))))      # one value per channel
+
+
+def test_a_custom_function_returning_a_gradient_for_a_number_is_refused():
+    class Scale(tinytorch.Function):
+        @staticmethod
+        def forward(ctx, x, k):
+            ctx.k = k
+            return x * k
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad * ctx.k, grad.sum()
+
+    x = Tensor([1.0, 2.0], requires_grad=True)
+    with pytest.raises(TypeError, match="input 1, which is not a Tensor"):
+        Scale.apply(x, 3.0).sum().backward()

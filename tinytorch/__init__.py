@@ -50,6 +50,7 @@ from tinytorch.core import (
     optimizers, spatial, tokenization, training, transformer,
 )
 from tinytorch import autograd, data
+from tinytorch import profiler    # module 14: time and graph memory per op
 
 __version__ = "0.1.0"
 
@@ -82,4 +83,6 @@ __all__ = [
     "activations", "attention", "autograd", "data", "dataloader", "embeddings", "functional",
     "init", "layers", "losses", "optimizers", "spatial", "tokenization", "training",
     "transformer",
+    # profiling (module 14)
+    "profiler",
 ]

@@ -1,4 +1,5 @@
-"""The ``tinytorch`` command line (also ``python -m tinytorch``): train, evaluate, graph, demo.
+"""The ``tinytorch`` command line (also ``python -m tinytorch``): train, evaluate, graph, demo,
+profile (in :mod:`tinytorch.cli.profile`).
 
 Every failure ends with one line on stderr and a non-zero status: 2 for a bad option value, 1
 for everything else (a missing, damaged or inconsistent file, an unwritable output, diverging
@@ -12,14 +13,28 @@ import os
 import sys
 import warnings
 
+from tinytorch.cli.cnn import CNN
+from tinytorch.cli.gpt import GPTKind
 from tinytorch.cli.kinds import MLP
 from tinytorch.cli.options import SEED, Option, UsageError
 
 # The model kinds of 'train --model', by name; the first is the default.
-KINDS = {kind.name: kind for kind in (MLP(),)}
+KINDS = {kind.name: kind for kind in (MLP(), CNN(), GPTKind())}
 # Largest model 'train' builds and 'evaluate' loads (parameters and buffers): 200 MB of float32.
 MAX_PARAMETERS = 50_000_000
 GRAPH_FORMATS = ("svg", "png", "pdf", "jpg", "jpeg", "gif", "ps", "eps", "dot", "gv")
+THREADS = Option("threads", int, None, "threads of the BLAS library behind matrix products; "
+                 "one is fastest for these small models, above all on a busy machine", low=1,
+                 high=1024, default_text="1, unless OPENBLAS_NUM_THREADS, OMP_NUM_THREADS or "
+                 "MKL_NUM_THREADS is set")
+GENERATE_OPTIONS = (
+    Option("tokens", int, 300, "characters to generate", low=1, high=1_000_000),
+    Option("temperature", float, 0.8, "divides the model's scores before sampling: lower is "
+           "safer and more repetitive, higher more varied", low=0, low_open=True, high=100),
+    Option("top_k", int, 40, "sample among the k likeliest characters only (0: among all)",
+           low=0, high=1_000_000),
+    Option("seed", int, 0, "seeds the sampling", low=0, high=2**32 - 1),
+)
 
 DESCRIPTION = """\
 tinytorch: a small deep-learning framework in Python and NumPy.
@@ -27,8 +42,12 @@ tinytorch: a small deep-learning framework in Python and NumPy.
 commands:
   tinytorch train                      train an MLP on the bundled digits, report test accuracy
   tinytorch train --dataset moons      ... or on a 2-D toy problem (moons, spirals, xor)
-  tinytorch evaluate runs/RUN          reload a run's checkpoint and measure its test accuracy
-  tinytorch graph                      draw the autograd graph of the default model's loss
+  tinytorch train --model cnn          train a convolutional network on the digits
+  tinytorch train --model gpt          train a character-level GPT on tiny Shakespeare
+  tinytorch evaluate runs/RUN          reload a run's checkpoint and measure it again
+  tinytorch generate runs/RUN          write text with a trained GPT
+  tinytorch graph                      draw the autograd graph of a model's loss
+  tinytorch profile                    time and graph memory per op of one training step
   tinytorch demo                       fit y = 3x + 2 with bare autograd
 
 'tinytorch COMMAND --help' describes a command's options."""
@@ -63,38 +82,31 @@ def train(args):
 
 
 def evaluate(args):
-    """Rebuild the model and the test data recorded in a checkpoint; report the result."""
-    from tinytorch.core.training import read_checkpoint
-
-    path = args.checkpoint
-    if os.path.isdir(path):
-        path = os.path.join(path, "model.npz")
-        if not os.path.exists(path):
-            raise ValueError(f"{args.checkpoint} holds no model.npz (a run folder gets it when "
-                             f"its first epoch ends)")
-    checkpoint = read_checkpoint(path)
-    metadata = checkpoint.get("metadata") or {}
-    config = metadata.get("config")
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: the checkpoint's metadata has no config recording how to "
-                         f"rebuild its model; was it written by 'tinytorch train'?")
-    name = config.get("model", "mlp")         # checkpoints of tinytorch 0.1 have no "model"
-    if not isinstance(name, str) or name not in KINDS:
-        raise ValueError(f"{path}: the checkpoint's config field 'model' must be one of "
-                         f"{', '.join(KINDS)}, got {str(name)[:40]!r}")
-    kind = KINDS[name]
-    config = kind.check_config(config, path)
-    with _reading(path):
-        data = kind.load_data(config, checkpoint)
-        kind.check_data(config, data, path)
-        model = _build(kind, config, data, stored=checkpoint["model"], where=path)
-        model.load_state_dict(checkpoint["model"])
+    """Rebuild the model and the data recorded in a checkpoint; report the result."""
+    kind, config, data, model, checkpoint, path = _load_run(args.checkpoint)
     kind.evaluate(config, data, model, checkpoint, path)
     return 0
 
 
+def generate(args):
+    """Continue --prompt with characters sampled from a trained GPT; print the text."""
+    from tinytorch.cli.gpt import encode
+
+    if not args.prompt:
+        raise UsageError("argument --prompt: must hold at least one character")
+    _, _, data, model, _, _ = _load_run(args.checkpoint, only="gpt")
+    try:
+        prompt = encode(data.tokenizer, args.prompt, "the prompt")
+    except ValueError as error:
+        raise UsageError(f"argument --prompt: {error}") from None
+    tokens = model.generate(prompt, args.tokens, temperature=args.temperature,
+                            top_k=args.top_k or None, seed=args.seed)
+    sys.stdout.write(data.tokenizer.decode(tokens.data) + "\n")
+    return 0
+
+
 def graph(args):
-    """Draw the autograd graph of the default model's loss on one small batch."""
+    """Draw the autograd graph of a model's loss on one small batch."""
     import shutil
 
     from tinytorch.viz import draw_graph, to_dot
@@ -105,13 +117,14 @@ def graph(args):
         kind = f"a .{extension} file" if extension else "a file without an extension"
         raise UsageError(f"argument --out: cannot draw a graph as {kind}; give one of "
                          f".{', .'.join(GRAPH_FORMATS)}")
-    kind = KINDS["mlp"]
+    kind = KINDS[args.model]
     settings = _settings(kind, argparse.Namespace(dataset=args.dataset, hidden=args.hidden))
     config = kind.config(settings, seed=0)
     data = kind.load_data(config)
-    if args.batch_size > len(data.train):
-        raise UsageError(f"argument --batch-size: must be at most {len(data.train)}, the "
-                         f"training samples of {args.dataset}, got {args.batch_size}")
+    limit = kind.graph_samples(config, data)
+    if args.batch_size > limit:
+        raise UsageError(f"argument --batch-size: must be at most {limit}, the training "
+                         f"{kind.sample_name} of {config['dataset']}, got {args.batch_size}")
     model = _build(kind, config, data, usage=True)
     loss = kind.graph_loss(config, data, model, args.batch_size)
     folder = os.path.dirname(path)
@@ -129,7 +142,7 @@ def graph(args):
             draw_graph(loss, path, params=model)
         except RuntimeError as error:           # Graphviz's dot failed
             raise Stopped(1, f"error: {error}") from None
-    print(f"wrote the graph of the loss of {kind.title} on {args.dataset} to {path}")
+    print(f"wrote the graph of the loss of {kind.title} on {config['dataset']} to {path}")
     return 0
 
 
@@ -170,19 +183,47 @@ class Stopped(Exception):
         self.status = status
 
 
-def _train_options():
-    """{name: Option} of every kind's train options (the first kind's wins for the parser)."""
-    options = {}
+def _option_variants():
+    """{name: [(Option, [kind names])]}: each train option, with the kinds that use each of
+    its definitions (kinds may define an option of the same name differently)."""
+    variants = {}
     for kind in KINDS.values():
         for option in kind.options:
-            options.setdefault(option.name, option)
+            for known, users in variants.setdefault(option.name, []):
+                if known is option:
+                    users.append(kind.name)
+                    break
+            else:
+                variants[option.name].append((option, [kind.name]))
+    return variants
+
+
+def _train_options():
+    """{name: Option} of every kind's train options, as the parser reads them: an option that
+    kinds define differently is parsed by its type (and the union of its choices) only, and
+    checked by the chosen kind's own definition afterwards (see :func:`_settings`)."""
+    options = {}
+    for name, variants in _option_variants().items():
+        option = variants[0][0]
+        if len(variants) > 1:
+            choices = None
+            if option.kind is str:
+                choices = list(dict.fromkeys(c for o, _ in variants for c in o.choices))
+            help = "; ".join(f"{', '.join(users)}: {o.help}"
+                             f"{'' if o.kind is str else '; ' + o.expected}"
+                             f" (default: {o.default_text})" for o, users in variants)
+            option = Option(name, option.kind, None, help, choices=choices,
+                            default_text="per model, above", metavar=option.metavar)
+        options[name] = option
     return options
 
 
 def _settings(kind, args):
     """The values of ``kind``'s options: given ones checked by the kind, defaults otherwise.
-    UsageError for an option of another kind given on the command line."""
+    UsageError for an option of another kind given on the command line, or for options that
+    disagree with each other."""
     settings = {}
+    shared = {name for name, variants in _option_variants().items() if len(variants) > 1}
     for option in kind.options:
         value = getattr(args, option.name, None)
         if value is None:
@@ -191,11 +232,52 @@ def _settings(kind, args):
         try:
             settings[option.name] = option.check(value)
         except ValueError as error:
-            raise UsageError(f"argument {option.flag}: {error}") from None
+            model = f" (--model {kind.name})" if option.name in shared else ""
+            raise UsageError(f"argument {option.flag}{model}: {error}") from None
     for name, option in _train_options().items():
         if name not in settings and getattr(args, name, None) is not None:
             raise UsageError(f"argument {option.flag}: does not apply to --model {kind.name}")
+    problem = kind.check_settings({**settings, **{o.name: o.default for o in kind.fixed}})
+    if problem:
+        name, text = problem
+        raise UsageError(f"argument --{name.replace('_', '-')}: {text}")
     return settings
+
+
+def _load_run(run, only=None):
+    """``(kind, config, data, model, checkpoint, path)`` of the checkpoint in the run folder
+    (or file) ``run``: the file, its config, its data and its weights are checked, in that
+    order, before the model is built. ``only``: the kind the command needs."""
+    from tinytorch.core.training import read_checkpoint
+
+    path = run
+    if os.path.isdir(path):
+        path = os.path.join(path, "model.npz")
+        if not os.path.exists(path):
+            raise ValueError(f"{run} holds no model.npz (a run folder gets it when its first "
+                             f"epoch or evaluation interval ends)")
+    checkpoint = read_checkpoint(path)
+    metadata = checkpoint.get("metadata") or {}
+    config = metadata.get("config")
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: the checkpoint's metadata has no config recording how to "
+                         f"rebuild its model; was it written by 'tinytorch train'?")
+    name = config.get("model", "mlp")         # checkpoints of tinytorch 0.1 have no "model"
+    if not isinstance(name, str) or name not in KINDS:
+        raise ValueError(f"{path}: the checkpoint's config field 'model' must be one of "
+                         f"{', '.join(KINDS)}, got {str(name)[:40]!r}")
+    if only is not None and name != only:
+        raise ValueError(f"{path}: holds {KINDS[name].title} (--model {name}), not "
+                         f"{KINDS[only].title}; this command needs a checkpoint of "
+                         f"'tinytorch train --model {only}'")
+    kind = KINDS[name]
+    config = kind.check_config(config, path)
+    with _reading(path):
+        data = kind.load_data(config, checkpoint, path)
+        kind.check_data(config, data, path)
+        model = _build(kind, config, data, stored=checkpoint["model"], where=path)
+        model.load_state_dict(checkpoint["model"])
+    return kind, config, data, model, checkpoint, path
 
 
 def _build(kind, config, data, stored=None, where=None, usage=False):
@@ -238,6 +320,24 @@ class _reading:
         return False
 
 
+def _tune_process(threads):
+    """Apply --threads (None: one thread, unless the environment sets a number; False: the
+    command has no such option) and keep freed memory for reuse (see
+    :mod:`tinytorch.cli.runtime`). A thread limit that cannot be set is warned about only when
+    asked for on the command line."""
+    from tinytorch.cli.runtime import environment_threads, keep_freed_memory, limit_blas_threads
+
+    if threads is False:
+        return
+    keep_freed_memory()
+    if threads is None and environment_threads():
+        return
+    if limit_blas_threads(threads or 1) is None and threads is not None:
+        print("tinytorch: warning: --threads could not reach the BLAS library; set "
+              "OPENBLAS_NUM_THREADS (or OMP_NUM_THREADS) before starting instead",
+              file=sys.stderr)
+
+
 def _silence_stdout():
     """After a broken pipe: point stdout at /dev/null, so that Python's final flush is quiet."""
     try:
@@ -277,23 +377,32 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = commands.add_parser(
-        "train", help="train a model and report its test accuracy",
-        description="Train a model (by default an MLP with two hidden ReLU layers and dropout "
-                    "0.1) on a 70/10/20 train/val/test split, print one line per epoch and the "
-                    "test accuracy, and write model.npz and history.json (after every epoch) "
-                    "and curves.png to a run folder. Ctrl-C stops at once and keeps the last "
-                    "completed epoch; training that diverges (NaN or infinity) stops with an "
-                    "error and keeps the last good epoch.")
+        "train", help="train a model and report how well it does",
+        description="Train a model and write model.npz, history.json and curves.png to a run "
+                    "folder. The MLP (two hidden ReLU layers, dropout 0.1; the default) and the "
+                    "CNN (--model cnn) learn the digits on a 70/10/20 train/val/test split, "
+                    "print one line per epoch and the test accuracy, and save after every "
+                    "epoch. The GPT (--model gpt) learns tiny Shakespeare character by "
+                    "character, prints its loss and speed every 50 steps, estimates the "
+                    "validation loss and saves every --eval-interval steps, and ends with the "
+                    "loss over the whole validation split and a sample of text. Ctrl-C stops "
+                    "at once and keeps the last saved epoch (or step); training that diverges "
+                    "(NaN or infinity) stops with an error and keeps it too.")
     p.add_argument("--model", choices=list(KINDS), default=next(iter(KINDS)),
                    help="the kind of model: " + "; ".join(f"{kind.name}, {kind.summary}"
                                                           for kind in KINDS.values())
                         + f" (default: {next(iter(KINDS))})")
+    variants = _option_variants()
     for name, option in _train_options().items():
-        users = [kind.name for kind in KINDS.values() if name in
-                 {o.name for o in kind.options}]
-        option.add_to(p, "" if len(users) == len(KINDS) else f" ({', '.join(users)} only)",
-                      unset=True)
+        if len(variants[name]) == 1:
+            users = variants[name][0][1]
+            option.add_to(p, "" if len(users) == len(KINDS) else f" ({', '.join(users)} only)",
+                          unset=True)
+        else:                       # the kinds' own definitions, each named in the help text
+            p.add_argument(option.flag, type=option.parse, choices=option.choices, dest=name,
+                           default=None, metavar=option.metavar, help=option.help)
     SEED.add_to(p)
+    THREADS.add_to(p)
     p.add_argument("--out", metavar="DIR", default=None,
                    help="folder for the run's files; refused if it holds a run already, unless "
                         "--overwrite is given (default: a new folder runs/<date>-<time>)")
@@ -303,29 +412,54 @@ def build_parser():
     p.set_defaults(run=train)
 
     p = commands.add_parser(
-        "evaluate", help="reload a checkpoint and report its test accuracy",
-        description="Rebuild the model and the test split recorded in a checkpoint written by "
-                    "'tinytorch train', and print its test accuracy. The checkpoint is checked "
-                    "(types, sizes, consistency with its weights) before anything is built.")
+        "evaluate", help="reload a checkpoint and report its test accuracy (or validation loss)",
+        description="Rebuild the model and the data recorded in a checkpoint written by "
+                    "'tinytorch train', and print its test accuracy (for a GPT: its loss over "
+                    "the whole validation split). The checkpoint is checked (types, sizes, "
+                    "consistency with its weights; for a GPT its tokenizer) before anything "
+                    "is built.")
     p.add_argument("checkpoint", metavar="RUN",
                    help="a run folder (its model.npz is read) or a model.npz")
+    THREADS.add_to(p)
     p.set_defaults(run=evaluate)
 
     p = commands.add_parser(
-        "graph", help="draw the autograd graph of the default model's loss",
-        description="Draw the autograd graph (ops, shapes, parameter names) of the loss of an "
-                    "MLP on one small batch. Images need Graphviz's 'dot' program; without it "
-                    "the graph is written as DOT text.")
+        "generate", help="write text with a GPT trained by 'tinytorch train --model gpt'",
+        description="Continue a prompt with characters sampled one at a time from a GPT "
+                    "checkpoint (written by 'tinytorch train --model gpt'), and print the "
+                    "prompt and the continuation. Each character is drawn from the softmax of "
+                    "the model's scores divided by --temperature, among the --top-k likeliest; "
+                    "the same --seed gives the same text. The checkpoint and its tokenizer "
+                    "are checked before anything is built.")
+    p.add_argument("checkpoint", metavar="RUN",
+                   help="a run folder of 'tinytorch train --model gpt' (its model.npz is read) "
+                        "or a model.npz")
+    p.add_argument("--prompt", default="\n", metavar="TEXT",
+                   help="text to continue, made of characters the model knows (default: a "
+                        "newline)")
+    for option in GENERATE_OPTIONS:
+        option.add_to(p)
+    THREADS.add_to(p)
+    p.set_defaults(run=generate)
+
+    p = commands.add_parser(
+        "graph", help="draw the autograd graph of a model's loss",
+        description="Draw the autograd graph (ops, shapes, parameter names) of the loss of a "
+                    "model (--model, with its default sizes) on one small batch. Images need "
+                    "Graphviz's 'dot' program; without it the graph is written as DOT text.")
+    p.add_argument("--model", choices=list(KINDS), default=next(iter(KINDS)),
+                   help=f"the kind of model, as for 'train' (default: {next(iter(KINDS))})")
     p.add_argument("--out", default="graph.svg", metavar="FILE",
                    help=f"file to write, its type from its extension: "
                         f".{', .'.join(GRAPH_FORMATS[:-2])} (rendered by Graphviz) or .dot, .gv "
                         f"(DOT text); missing folders are created (default: graph.svg)")
-    Option("dataset", str, "digits", "data the loss is computed on",
-           choices=DATASETS).add_to(p)
-    Option("hidden", int, 128, "units in each of the two hidden layers",
-           low=1, high=4096).add_to(p)
-    Option("batch_size", int, 8, "samples in the batch (at most the training split)",
-           low=1, high=65_536).add_to(p)
+    p.add_argument("--dataset", type=str, default=None,
+                   choices=list(dict.fromkeys([*DATASETS, *_train_options()["dataset"].choices])),
+                   help="data the loss is computed on (default: the model's, as for 'train')")
+    Option("hidden", int, 128, "units in each of the two hidden layers (mlp only)",
+           low=1, high=4096).add_to(p, unset=True)
+    Option("batch_size", int, 8, "samples (for gpt: windows of text) in the batch, at most "
+           "the training split's", low=1, high=65_536).add_to(p)
     p.set_defaults(run=graph)
 
     p = commands.add_parser(
@@ -336,6 +470,9 @@ def build_parser():
     Option("lr", float, 0.1, "learning rate", low=0, low_open=True).add_to(p)
     SEED.add_to(p)
     p.set_defaults(run=demo)
+
+    from tinytorch.cli import profile
+    profile.add_command(commands, KINDS)
     return parser
 
 
@@ -348,6 +485,7 @@ def main(argv=None):
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
     try:
         args = _parser().parse_args(argv)
+        _tune_process(getattr(args, "threads", False))
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
             import numpy as np

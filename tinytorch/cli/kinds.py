@@ -13,13 +13,18 @@ To add one (say ``cnn``):
    ``state_dict()``, from the config alone) and :meth:`~ModelKind.build`; and
    :meth:`~ModelKind.load_data`, :meth:`~ModelKind.train`, :meth:`~ModelKind.evaluate`,
    :meth:`~ModelKind.describe` unless inherited.
+   :meth:`~ModelKind.check_settings` checks options against each other when they must agree.
 3. Add an instance to :data:`KINDS` in ``tinytorch/cli/__init__.py``.
 
 Each option becomes a ``train`` flag (``--name``); a flag given for a kind that does not use
 it is refused. The config of a run (``{"model": name, "seed": ..., <options>, <fixed>}`` and
 what the kind adds) is stored in the checkpoint and in ``history.json``; ``evaluate`` checks
 it with the same options, then checks :meth:`~ModelKind.state_shapes` against the stored
-arrays, and only then builds the model.
+arrays, and only then builds the model. Options of the same name may differ between kinds
+(their defaults, limits or choices); each kind checks the value against its own.
+
+The kinds: :class:`MLP` here, :class:`~tinytorch.cli.cnn.CNN` (``cnn.py``) and
+:class:`~tinytorch.cli.gpt.GPTKind` (``gpt.py``, which trains by steps, not epochs).
 """
 
 import math
@@ -46,11 +51,11 @@ LR = Option("lr", float, lambda settings: DEFAULT_LR[settings["optimizer"]],
 BATCH_SIZE = Option("batch_size", int, 32, "samples per optimizer step", low=1, high=65_536)
 
 
-def dataset_option(datasets=None):
+def dataset_option(datasets=None, help=None):
     from tinytorch.datasets import DATASETS
 
-    return Option("dataset", str, "digits", "data to learn: the bundled 8x8 handwritten digits, "
-                  "or 1,000 points of a 2-D toy problem", choices=datasets or DATASETS)
+    return Option("dataset", str, "digits", help or "data to learn: the bundled 8x8 handwritten "
+                  "digits, or 1,000 points of a 2-D toy problem", choices=datasets or DATASETS)
 
 
 class ModelKind:
@@ -85,16 +90,28 @@ class ModelKind:
                 except ValueError as error:
                     raise ValueError(f"{where}: the checkpoint's config field '{option.name}' "
                                      f"{error}") from None
+        problem = self.check_settings(config)
+        if problem:
+            raise ValueError(f"{where}: the checkpoint's config field '{problem[0]}' "
+                             f"{problem[1]}")
         return config
+
+    def check_settings(self, settings):
+        """Check settings that are valid one by one against each other (and, e.g., the memory
+        they would need) before anything is built: None, or ``(option name, problem)`` where
+        the problem reads after the option's name ("must be a multiple of ..."). For a
+        checkpoint's config, only the ``required`` fields are sure to be there."""
+        return None
 
     def extra_fields(self):
         """Options checking config fields the kind adds itself (e.g. the number of classes)."""
         return ()
 
-    def load_data(self, config, checkpoint=None):
+    def load_data(self, config, checkpoint=None, where=None):
         """The data the run learns from (any object the kind's other methods understand).
         'evaluate' passes the checkpoint read, whose metadata may hold what the data needs
-        (e.g. a tokenizer); its config is already checked."""
+        (e.g. a tokenizer), and its path ``where`` for messages; its config is already
+        checked."""
         raise NotImplementedError
 
     def check_data(self, config, data, where):
@@ -124,6 +141,16 @@ class ModelKind:
 
     def evaluate(self, config, data, model, checkpoint, path):
         """Measure the loaded ``model`` and print the result."""
+        raise NotImplementedError
+
+    sample_name = "samples"         # what graph_samples counts, for messages
+
+    def graph_samples(self, config, data):
+        """The largest batch :meth:`graph_loss` can take."""
+        raise NotImplementedError
+
+    def graph_loss(self, config, data, model, batch_size):
+        """The loss of ``model`` on a batch of ``batch_size`` training samples (for 'graph')."""
         raise NotImplementedError
 
 
@@ -189,7 +216,7 @@ class ClassifierKind(ModelKind):
     def extra_fields(self):
         return (Option("classes", int, None, "", low=2, high=MAX_CLASSES),)
 
-    def load_data(self, config, checkpoint=None):
+    def load_data(self, config, checkpoint=None, where=None):
         return prepare_data(config["dataset"], config["seed"])
 
     def check_data(self, config, data, where):
@@ -228,9 +255,7 @@ class ClassifierKind(ModelKind):
               f"test loss {format_loss(test_loss).strip()}")
         title = (f"{self.title} {self.sizes(config, data)} on {config['dataset']}: "
                  f"test accuracy {test_accuracy:.2%}")
-        if not run.write_file("curves.png", lambda path: plot_curves(history, path, title)):
-            print("note: matplotlib is not installed, so curves.png was skipped "
-                  "(pip install 'tinytorch[plot]')")
+        write_curves(run, plot_curves, history, title)
 
     def evaluate(self, config, data, model, checkpoint, path):
         from tinytorch.core.dataloader import DataLoader
@@ -254,6 +279,9 @@ class ClassifierKind(ModelKind):
     def sizes(self, config, data):
         """A short description of the model's size, e.g. "64-128-128-10"."""
         return ""
+
+    def graph_samples(self, config, data):
+        return len(data.train)
 
     def graph_loss(self, config, data, model, batch_size):
         """The loss of ``model`` on the first ``batch_size`` training samples."""
@@ -303,6 +331,14 @@ class MLP(ClassifierKind):
     def sizes(self, config, data):
         return "-".join(str(n) for n in [data.features]
                         + [config["hidden"]] * config["hidden_layers"] + [data.classes])
+
+
+def write_curves(run, plot, history, title):
+    """Write the run's curves.png with ``plot(history, path, title)``; without matplotlib, say
+    so instead."""
+    if not run.write_file("curves.png", lambda path: plot(history, path, title)):
+        print("note: matplotlib is not installed, so curves.png was skipped "
+              "(pip install 'tinytorch[plot]')")
 
 
 def plot_curves(history, path, title=""):

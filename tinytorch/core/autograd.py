@@ -9,12 +9,13 @@ in reverse creation order (:func:`_run_backward`).
 
 The engine's features live beside it, each in a module of its own, called from the walk by
 name: grad mode (``grad_mode.py``), anomaly mode (``anomaly.py``), the in-place version log
-(``inplace.py``), hooks (``hooks.py``); gradient checking is in ``gradcheck.py``.
+(``inplace.py``), hooks (``hooks.py``), the profiler's recording (``profiler.py``); gradient
+checking is in ``gradcheck.py``.
 
-The engine's modules (``tensor``, ``autograd``, ``inplace``, ``hooks``, ``anomaly``) refer to
-one another through module objects, looked up when called, so each of them imports first in
-any order; ``grad_mode`` imports nothing. Everything above them (ops, functional, layers...)
-imports names.
+The engine's modules (``tensor``, ``autograd``, ``inplace``, ``hooks``, ``anomaly``,
+``profiler``) refer to one another through module objects, looked up when called, so each of
+them imports first in any order; ``grad_mode`` imports nothing. Everything above them (ops,
+functional, layers...) imports names.
 
 >>> from tinytorch import Tensor
 >>> x = Tensor([2.0], requires_grad=True)
@@ -33,8 +34,10 @@ import numpy as np
 from tinytorch.core import anomaly as _anomaly
 from tinytorch.core import hooks as _hooks
 from tinytorch.core import inplace as _inplace
+from tinytorch.core import profiler as _profiler
 from tinytorch.core import tensor as _tensor
 from tinytorch.core.anomaly import state as _anomaly_state
+from tinytorch.core.profiler import state as _profiler_state
 from tinytorch.core.inplace import sequence
 from tinytorch.core.tracing import state as _tracing
 from tinytorch.core.grad_mode import (  # noqa: F401  (re-exported: the curriculum's path)
@@ -91,7 +94,8 @@ class Function(metaclass=_FunctionType):
         y = Cube.apply(x)
     """
 
-    __slots__ = ("saved_tensors", "needs_input_grad", "output_data", "hooks", "trace", "seq")
+    __slots__ = ("saved_tensors", "needs_input_grad", "output_data", "hooks", "trace", "seq",
+                 "__weakref__")         # the profiler notices a graph dropped without backward
     saves_output = False
     reads_inputs = True         # False where the rule needs only shapes: in-place edits are safe
     returns_view = False        # True where the output shares memory with an input
@@ -184,12 +188,15 @@ def _apply_custom_function(fn_cls, *inputs):
             f"{fn_cls.__name__}, ...); to get input gradients from a node, call node.apply(grad).")
     if _tracing.recording:
         _tracing.recorder.cannot_replay(f"the custom Function {fn_cls.__name__}")
+    if _profiler_state.active and _profiler.records_op():
+        return _profiler.record_op(_apply_custom_function, fn_cls, inputs, {},
+                                   name=f"{fn_cls.__name__}Backward")
     needs = tuple(isinstance(x, _tensor.Tensor) and x.requires_grad for x in inputs)
     ctx = FunctionCtx(needs)
     with set_grad_enabled(False):
         out = fn_cls.forward(ctx, *inputs)
     if not isinstance(out, _tensor.Tensor):
-        raise TypeError(f"{fn_cls.__name__}.forward must return one _tensor.Tensor, "
+        raise TypeError(f"{fn_cls.__name__}.forward must return one Tensor, "
                         f"got {type(out).__name__}")
     if not (_grad_mode.enabled and True in needs):
         return out
@@ -240,18 +247,14 @@ _YES, _NO = (True,), (False,)
 _BOTH, _FIRST, _SECOND, _NEITHER = (True, True), (True, False), (False, True), (False, False)
 
 
-# ``needs_input_grad`` tuples for one and two inputs, shared rather than built per op: fewer
-# new objects for Python's garbage collector to scan in big graphs.
-_YES, _NO = (True,), (False,)
-_BOTH, _FIRST, _SECOND, _NEITHER = (True, True), (True, False), (False, True), (False, False)
-
-
 def run_op(op, *inputs, **params):
     """Compute ``op`` on the inputs and, if any input needs a gradient, record a graph node.
 
     ``inputs`` are Tensors or Python numbers; ``params`` are passed on to ``op.forward``.
     Under ``no_grad`` (or when no input requires grad) nothing is recorded.
     """
+    if _profiler_state.active and _profiler.records_op():    # a profile block is open
+        return _profiler.record_op(run_op, op, inputs, params)
     Tensor = _tensor.Tensor
     node = op.__new__(op)
     # Unrolled for one and two inputs, calling forward without ``**{}`` when there are no params:
@@ -369,20 +372,25 @@ def _sum_to_input_shape(node, tensor, grad):
 
 
 def _checked_gradients(node, grads, create_graph):
-    """What a user-defined rule returned, as one array (a _tensor.Tensor with ``create_graph``) or None
+    """What a user-defined rule returned, as one array (a Tensor with ``create_graph``) or None
     per input. Like PyTorch, refuse a wrong count or type, naming the op and the input."""
     name = repr(node)[1:-1]
     if grads is None or isinstance(grads, (np.ndarray, np.generic, _tensor.Tensor)):
         grads = (grads,)
     elif not isinstance(grads, (tuple, list)):
         raise TypeError(f"{name} returned a {type(grads).__name__}; a gradient rule returns one "
-                        f"gradient (an array, a _tensor.Tensor or None) per input, in a tuple")
+                        f"gradient (an array, a Tensor or None) per input, in a tuple")
     count = len(node.saved_tensors)
     if len(grads) != count:
         raise RuntimeError(f"{name} returned {len(grads)} gradient(s) for {count} input(s); it "
                            f"must return one per input (None for an input without a gradient)")
+    custom = isinstance(node, _CustomFunctionBackward)
     checked = []
     for i, (g, needed) in enumerate(zip(grads, node.needs_input_grad)):
+        if custom and g is not None and not isinstance(node.saved_tensors[i], _tensor.Tensor):
+            raise TypeError(f"{name} returned a gradient for input {i}, which is not a Tensor "
+                            f"({type(node.saved_tensors[i]).__name__}); return None for it, "
+                            f"as PyTorch requires")
         if g is None or not needed:
             checked.append(None)
             continue
@@ -392,7 +400,7 @@ def _checked_gradients(node, grads, create_graph):
             g = _tensor.Tensor._make(np.asarray(g)) if create_graph else np.asarray(g)
         else:
             raise TypeError(f"{name} returned a {type(g).__name__} as the gradient of input {i}; "
-                            f"a gradient is a NumPy array, a _tensor.Tensor or None")
+                            f"a gradient is a NumPy array, a Tensor or None")
         dtype = g.dtype
         if dtype.kind not in "fiu":
             raise TypeError(f"{name} returned a gradient of dtype {dtype} for input {i}; a "
@@ -433,9 +441,11 @@ def _run_backward(roots, root_grads, retain_graph, create_graph, sink):
     Tensor = _tensor.Tensor
     pending, waiting = _seed_roots(roots, root_grads, sink)
     edits, check_finite, captured = _inplace.log, _anomaly_state.enabled, sink.nodes
-    rebases = edits.rebases
+    rebases, timeline = edits.rebases, sink.timeline
     while waiting:
         node = heappop(waiting)[1]
+        if timeline is not None:                       # a profile block is open: time the node
+            timeline.node_starts(node)
         grad = pending.pop(node)
         if node.saved_tensors is None:
             raise RuntimeError(_FREED_GRAPH_MESSAGE)
@@ -500,7 +510,8 @@ class _GradientSink:
     A total that might be held elsewhere (``borrowed``: the caller's seed, a gradient a rule
     passed through, a view, a user-defined rule's result) is copied before anything is added
     into it, so a leaf's ``.grad`` never aliases another array. Leaf hooks run on the total,
-    once. ``nodes`` maps the node of a non-leaf ``grad()`` input to that input.
+    once. ``nodes`` maps the node of a non-leaf ``grad()`` input to that input. ``timeline``
+    times the pass for the open profile blocks (None when there are none).
     """
 
     def __init__(self, inputs=None):
@@ -508,6 +519,7 @@ class _GradientSink:
         self.wanted = None if inputs is None else {id(t) for t in inputs}
         self.nodes = {} if inputs is None else {t.grad_fn: t for t in inputs
                                                 if t.grad_fn is not None}
+        self.timeline = _profiler.walk_timeline() if _profiler_state.active else None
 
     def add(self, leaf, grad, borrowed):
         key = id(leaf)
@@ -541,6 +553,8 @@ class _GradientSink:
     def deliver(self):
         """``backward()``: add each total into its leaf's ``.grad`` (a Tensor owning its array)."""
         Tensor = _tensor.Tensor
+        if self.timeline is not None:
+            self.timeline.accumulation_starts()
         for leaf, total in self._finished():
             current = leaf._grad
             if current is None:
@@ -550,10 +564,14 @@ class _GradientSink:
                 leaf._grad = current + total
             else:
                 np.add(current._data, total, out=current._data)
+        if self.timeline is not None:
+            self.timeline.ends()
 
     def results(self, inputs):
         """``grad()``: the total of each input (None where no gradient reached it)."""
         totals = {id(leaf): total for leaf, total in self._finished()}
+        if self.timeline is not None:
+            self.timeline.ends()
         return [_as_gradient_tensor(totals.get(id(t))) for t in inputs]
 
 

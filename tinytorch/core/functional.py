@@ -91,7 +91,7 @@ def _reduce(losses, reduction):
 
 def _scaled(grad, reduction, count):
     """The gradient reaching each element's loss: ``grad``, divided by ``count`` for 'mean'."""
-    return grad / count if reduction == "mean" else grad
+    return grad / max(count, 1) if reduction == "mean" else grad    # (no elements: unused)
 
 
 # ----- erf, the standard normal CDF ---------------------------------------------------------------
@@ -588,6 +588,9 @@ class CrossEntropyBackward(Function):
 
     def forward(self, logits, target, reduction="mean"):
         self.target, self.reduction = target, reduction
+        if logits.size == 0:                         # no samples: 'mean' is NaN, as in PyTorch
+            self.probs = logits.copy()
+            return _reduce(np.zeros(len(target), logits.dtype), reduction)
         shifted = logits - logits.max(axis=1, keepdims=True)
         exp = np.exp(shifted)
         total = exp.sum(axis=1, keepdims=True)

@@ -135,7 +135,11 @@ def mean_array(x, axis=None, keepdims=False):
     if x.dtype == np.float16:
         return x.mean(axis=axis, keepdims=keepdims)
     total = x.sum(axis=axis, keepdims=keepdims)
-    return total / (x.size // max(total.size, 1))
+    count = x.size // max(total.size, 1)
+    if count == 0:                                   # a mean of nothing: NaN, as PyTorch, silently
+        with np.errstate(invalid="ignore"):
+            return total / count
+    return total / count
 
 
 def _expand_reduced(grad, shape, axis):

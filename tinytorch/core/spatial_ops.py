@@ -516,14 +516,17 @@ class BatchNormBackward(Function):
         self.axes = (0,) + tuple(range(2, x.ndim))
         self.training, self.eps = training, eps
         shape = _channel_shape(x.ndim)
-        if training:
+        if training and num_batches_tracked is not None and running_mean is not None:
+            num_batches_tracked.data += 1            # the layer's counter, counted in the op
+            if momentum is None:                     # a cumulative average of all batches
+                momentum = 1.0 / float(num_batches_tracked.data)
+        if training and x.size == 0:           # an empty batch: empty output, stats unchanged
+            centered, var = x, np.ones((1,) * x.ndim, x.dtype)
+            self.mean = None
+        elif training:
             mean = x.mean(axis=self.axes, keepdims=True)
             centered = x - mean
             var = (centered * centered).mean(axis=self.axes, keepdims=True)
-            if num_batches_tracked is not None and running_mean is not None:
-                num_batches_tracked.data += 1        # the layer's counter, counted in the op
-                if momentum is None:                 # a cumulative average of all batches
-                    momentum = 1.0 / float(num_batches_tracked.data)
             if running_mean is not None:
                 count = x.size // x.shape[1]
                 unbiased = var * (count / (count - 1))
@@ -557,7 +560,7 @@ class BatchNormBackward(Function):
         grad_x = None
         if need_x:
             gh = grad if weight is None else grad * weight.reshape(_channel_shape(grad.ndim))
-            if self.training:
+            if self.training and gh.size:
                 grad_x = (gh - gh.mean(axis=self.axes, keepdims=True)
                           - xhat * (gh * xhat).mean(axis=self.axes, keepdims=True)) * inv_std
             else:
@@ -714,7 +717,7 @@ def _batch_norm(input, running_mean, running_var, weight=None, bias=None, traini
     if not training and running_mean is None:
         raise ValueError(f"{who}: evaluation mode (training=False) needs running_mean and "
                          f"running_var")
-    if training and x.size // max(channels, 1) <= 1:
+    if training and x.size // max(channels, 1) == 1:
         raise ValueError(f"{who}: expected more than 1 value per channel when training, got "
                          f"input of shape {x.shape}")
     return run_op(BatchNormBackward, x, weight, bias, running_mean=running_mean,

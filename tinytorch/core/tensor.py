@@ -72,7 +72,10 @@ def _operand(value, like=None):
     """
     if isinstance(like, Tensor) and like._data.dtype.type in _FLOAT_DTYPES:
         return Tensor(value, dtype=like._data.dtype)
-    return Tensor(value)
+    array = np.asarray(value)
+    if array.dtype.kind in "iub":             # integers stay integers (as in PyTorch)
+        return Tensor(array, dtype=array.dtype)
+    return Tensor(array)
 
 
 def _as_float(tensor, dtype=None):
@@ -104,7 +107,9 @@ def _operands(tensor, other):
         return (tensor, constant) if constant is not None else _with_number(tensor, other)
     if isinstance(other, Tensor):
         return _promoted(tensor, other)
-    if isinstance(other, (int, float)) and not isinstance(other, np.generic):
+    if isinstance(other, np.generic) and other.ndim == 0 and other.dtype.kind in "biuf":
+        other = other.item()                         # a NumPy scalar is a number (PyTorch)
+    if isinstance(other, (int, float)):
         return _with_number(tensor, other)           # bool and other int subclasses
     return _promoted(tensor, _operand(other, tensor))
 
@@ -225,6 +230,28 @@ class Tensor:
         if "out" in kwargs:
             kwargs["out"] = tuple(o._data if isinstance(o, Tensor) else o for o in kwargs["out"])
         return getattr(ufunc, method)(*arrays, **kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        """NumPy functions on Tensors (``np.sum(t)``, ``np.concatenate([a, b])``...).
+
+        Those with a tinytorch op (the reductions ``sum mean max amax min amin var std any all
+        argmax argmin``, and ``reshape transpose squeeze clip concatenate stack where dot``)
+        run it and give a Tensor, differentiable as the op is; NumPy's argument names and
+        order are accepted. Every other function computes on the values and returns NumPy's
+        result, and raises a TypeError when a tensor among its arguments requires grad, since
+        that would silently drop the gradient (PyTorch raises too).
+        """
+        run = _NUMPY_FUNCTIONS.get(func)
+        if run is not None:
+            result = run(*args, **kwargs)
+            if result is not NotImplemented:
+                return result
+        if any(t.requires_grad for t in _tensors_in((args, kwargs))):
+            raise TypeError(
+                f"np.{func.__name__} on a tensor that requires grad would drop its gradient: "
+                f"use a tinytorch op, or apply it to t.detach() or t.data")
+        note(f"np.{func.__name__} on a tensor (its values)")
+        return func(*_values_in(args), **_values_in(kwargs))
 
     # ----- data and grad -------------------------------------------------------------------------
     def _set_data(self, value):
@@ -366,6 +393,11 @@ class Tensor:
         return self._data.tolist()
 
     def __array__(self, dtype=None, copy=None):
+        """The values for NumPy (``np.asarray(t)``); a TypeError for a tensor that requires
+        grad, whose gradient NumPy would silently drop (as PyTorch): use ``t.detach()``."""
+        if self.requires_grad:
+            raise TypeError("NumPy cannot use a tensor that requires grad without dropping its "
+                            "gradient: use a tinytorch op, or t.detach() / t.data / t.numpy()")
         note("np.asarray(t) (a tensor's values)")
         if dtype is None:
             return self._data.copy() if copy else self._data
@@ -581,31 +613,31 @@ class Tensor:
 
     # ----- elementwise functions -----------------------------------------------------------------
     def exp(self):
-        return autograd.run_op(autograd.ExpBackward, self)
+        return autograd.run_op(autograd.ExpBackward, _floating(self))
 
     def log(self):
-        return autograd.run_op(autograd.LogBackward, self)
+        return autograd.run_op(autograd.LogBackward, _floating(self))
 
     def sqrt(self):
-        return autograd.run_op(autograd.SqrtBackward, self)
+        return autograd.run_op(autograd.SqrtBackward, _floating(self))
 
     def abs(self):
         return autograd.run_op(autograd.AbsBackward, self)
 
     def tanh(self):
-        return autograd.run_op(autograd.TanhBackward, self)
+        return autograd.run_op(autograd.TanhBackward, _floating(self))
 
     def sigmoid(self):
-        return autograd.run_op(autograd.SigmoidBackward, self)
+        return autograd.run_op(autograd.SigmoidBackward, _floating(self))
 
     def relu(self):
         return autograd.run_op(autograd.ReLUBackward, self)
 
     def sin(self):
-        return autograd.run_op(autograd.SinBackward, self)
+        return autograd.run_op(autograd.SinBackward, _floating(self))
 
     def cos(self):
-        return autograd.run_op(autograd.CosBackward, self)
+        return autograd.run_op(autograd.CosBackward, _floating(self))
 
     def masked_fill(self, mask, value):
         """``value`` where ``mask`` is true (nonzero), this tensor elsewhere (differentiable in
@@ -624,7 +656,11 @@ class Tensor:
             raise ValueError("clip: give at least one of min and max")
         low = min._data if isinstance(min, Tensor) else min
         high = max._data if isinstance(max, Tensor) else max
-        return autograd.run_op(autograd.ClipBackward, self, low=low, high=high)
+        source = self
+        if self._data.dtype.kind != "f" and any(
+                np.asarray(bound).dtype.kind == "f" for bound in (low, high) if bound is not None):
+            source = _as_float(self)                 # float bounds make floats (PyTorch)
+        return autograd.run_op(autograd.ClipBackward, source, low=low, high=high)
 
     clamp = clip
 
@@ -645,7 +681,7 @@ class Tensor:
         return _numpy_reduction_result(result, dtype, out)
 
     def mean(self, axis=None, keepdims=False, dim=None, dtype=None, out=None):
-        result = autograd.run_op(autograd.MeanBackward, self, axis=_axis(axis, dim), keepdims=keepdims)
+        result = autograd.run_op(autograd.MeanBackward, _floating(self), axis=_axis(axis, dim), keepdims=keepdims)
         return _numpy_reduction_result(result, dtype, out)
 
     def max(self, axis=None, keepdims=False, dim=None, out=None):
@@ -665,14 +701,14 @@ class Tensor:
             ddof=None):
         """Variance ``sum((x - mean)^2) / (N - correction)``; population variance by default
         (``ddof`` is NumPy's name for ``correction``, so ``np.var(t)`` works too)."""
-        result = autograd.run_op(autograd.VarBackward, self, axis=_axis(axis, dim), keepdims=keepdims,
+        result = autograd.run_op(autograd.VarBackward, _floating(self), axis=_axis(axis, dim), keepdims=keepdims,
                         correction=correction if ddof is None else ddof)
         return _numpy_reduction_result(result, dtype, out)
 
     def std(self, axis=None, keepdims=False, dim=None, correction=0, dtype=None, out=None,
             ddof=None):
         """Standard deviation ``sqrt(var(...))``; its gradient is 0 where it is 0 (as PyTorch)."""
-        result = autograd.run_op(autograd.StdBackward, self, axis=_axis(axis, dim), keepdims=keepdims,
+        result = autograd.run_op(autograd.StdBackward, _floating(self), axis=_axis(axis, dim), keepdims=keepdims,
                         correction=correction if ddof is None else ddof)
         return _numpy_reduction_result(result, dtype, out)
 
@@ -686,10 +722,12 @@ class Tensor:
         result = autograd.run_numpy(np.all, self, axis=_axis(axis, dim), keepdims=keepdims)
         return _numpy_reduction_result(result, None, out)
 
-    def argmax(self, axis=None, keepdims=False, dim=None):
+    def argmax(self, axis=None, keepdims=False, dim=None, out=None):
+        _no_out("argmax", out)
         return autograd.run_numpy(np.argmax, self, axis=_axis(axis, dim), keepdims=keepdims)
 
-    def argmin(self, axis=None, keepdims=False, dim=None):
+    def argmin(self, axis=None, keepdims=False, dim=None, out=None):
+        _no_out("argmin", out)
         return autograd.run_numpy(np.argmin, self, axis=_axis(axis, dim), keepdims=keepdims)
 
     # ----- shape ---------------------------------------------------------------------------------
@@ -1050,8 +1088,118 @@ def where(condition, a, b):
 
 def _join_operands(values):
     """The inputs of concatenate/stack as Tensors: arrays and lists among them take the dtype
-    of the first float Tensor, as an operand of an arithmetic op does (see :func:`_operand`)."""
+    of the first float Tensor, as an operand of an arithmetic op does (see :func:`_operand`),
+    and integer tensors joined with a float one take its dtype (as in PyTorch)."""
     values = list(values)
     like = next((v for v in values if isinstance(v, Tensor) and v.dtype.type in _FLOAT_DTYPES), None)
-    return [v if isinstance(v, Tensor) else Tensor(v, dtype=None if like is None else like.dtype)
+    if like is None:
+        return [v if isinstance(v, Tensor) else Tensor(v) for v in values]
+    return [_promoted(like, v)[1] if isinstance(v, Tensor) else Tensor(v, dtype=like.dtype)
             for v in values]
+
+
+def _floating(tensor):
+    """The input of a float-valued function (exp, sqrt, mean...): an integer or bool tensor
+    as the default float dtype, as PyTorch computes them; a float tensor as it is."""
+    return tensor if tensor._data.dtype.kind == "f" else _as_float(tensor)
+
+
+def _tensors_in(value):
+    """The Tensors in a nest of tuples, lists and dicts (NumPy function arguments)."""
+    if isinstance(value, Tensor):
+        yield value
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            yield from _tensors_in(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _tensors_in(item)
+
+
+def _values_in(value):
+    """``value`` with each Tensor in it replaced by its array (see :func:`_tensors_in`)."""
+    if isinstance(value, Tensor):
+        return value._data
+    if isinstance(value, (tuple, list)):
+        return type(value)(_values_in(item) for item in value)
+    if isinstance(value, dict):
+        return {key: _values_in(item) for key, item in value.items()}
+    return value
+
+
+def _no_out(name, out):
+    if out is not None:
+        raise TypeError(f"np.{name}(..., out=) on a Tensor: tinytorch ops do not write into "
+                        f"out=; use the returned tensor")
+
+
+def _numpy_method(name, *numpy_order):
+    """A NumPy function ``np.name(a, *numpy_order, **keywords)`` as the Tensor method ``name``
+    (``numpy_order`` lists NumPy's positional parameters after ``a``); NotImplemented when
+    ``a`` is not a Tensor (``np.sum([t1, t2])``), which falls back to NumPy on the values."""
+    def run(a, *args, **kwargs):
+        if not isinstance(a, Tensor):
+            return NotImplemented
+        if len(args) > len(numpy_order):
+            raise TypeError(f"np.{name}: too many positional arguments")
+        kwargs.update(zip(numpy_order, args))
+        return getattr(a, name)(**kwargs)
+    return run
+
+
+def _numpy_reshape(a, shape, order="C", copy=None):
+    if order != "C":
+        raise ValueError(f"np.reshape on a Tensor supports order='C' only, got {order!r}")
+    return a.reshape(shape)
+
+
+def _numpy_transpose(a, axes=None):
+    return a.T if axes is None else a.permute(*axes)
+
+
+def _numpy_clip(a, a_min=None, a_max=None, out=None, *, min=None, max=None):
+    _no_out("clip", out)
+    return a.clip(a_min if min is None else min, a_max if max is None else max)
+
+
+def _numpy_join(join):
+    def run(arrays, axis=0, out=None, **kwargs):
+        _no_out(join.__name__, out)
+        if axis is None:                              # NumPy: join the flattened arrays
+            arrays = [a.reshape(-1) if isinstance(a, Tensor) else np.ravel(a) for a in arrays]
+            axis = 0
+        return join(arrays, axis=axis, **kwargs)
+    return run
+
+
+def _numpy_where(condition, x=None, y=None):
+    if x is None and y is None:
+        return NotImplemented                         # np.where(c): indices, not differentiable
+    return where(condition, x, y)
+
+
+def _numpy_dot(a, b, out=None):
+    _no_out("dot", out)
+    if not 1 <= np.ndim(a) <= 2 or not 1 <= np.ndim(b) <= 2:
+        return NotImplemented                         # scalars and N-d: NumPy's own dot
+    return a @ b if isinstance(a, Tensor) else b.__rmatmul__(a)
+
+
+# NumPy functions that are tinytorch ops (see Tensor.__array_function__)
+_NUMPY_FUNCTIONS = {
+    np.sum: _numpy_method("sum", "axis", "dtype", "out"),
+    np.mean: _numpy_method("mean", "axis", "dtype", "out"),
+    np.max: _numpy_method("max", "axis", "out"), np.amax: _numpy_method("max", "axis", "out"),
+    np.min: _numpy_method("min", "axis", "out"), np.amin: _numpy_method("min", "axis", "out"),
+    np.var: _numpy_method("var", "axis", "dtype", "out", "ddof"),
+    np.std: _numpy_method("std", "axis", "dtype", "out", "ddof"),
+    np.any: _numpy_method("any", "axis", "out"), np.all: _numpy_method("all", "axis", "out"),
+    np.argmax: _numpy_method("argmax", "axis", "out"),
+    np.argmin: _numpy_method("argmin", "axis", "out"),
+    np.squeeze: _numpy_method("squeeze", "axis"),
+    np.reshape: _numpy_reshape, np.transpose: _numpy_transpose, np.clip: _numpy_clip,
+    np.concatenate: _numpy_join(concatenate), np.stack: _numpy_join(stack),
+    np.where: _numpy_where, np.dot: _numpy_dot,
+    np.ndim: lambda a: a.ndim, np.shape: lambda a: a.shape,
+    np.size: lambda a, axis=None: a.size if axis is None else a.shape[axis],
+}
