@@ -285,6 +285,21 @@ def test_create_graph_and_anomaly_mode_run_eagerly():
     assert plain.recordings == 0
 
 
+def test_inside_a_profile_block_a_compiled_step_runs_eagerly_so_its_ops_are_seen():
+    w = tt.Tensor([0.5, 2.0], dtype=np.float64, requires_grad=True)
+    compiled = tt.compile(lambda x: _backward((w * x).tanh().sum()))
+    x = tt.Tensor([1.0, 2.0], dtype=np.float64)
+    compiled(x)
+    compiled(x)                                              # recorded, then replayed
+    assert (compiled.recordings, compiled.replays) == (1, 1)
+    with tt.profiler.profile() as prof:
+        compiled(x)
+    names = {event.name for event in prof.events}
+    assert {"MulBackward", "TanhBackward", "SumBackward"} <= names
+    assert (compiled.recordings, compiled.replays) == (1, 1)   # neither recorded nor replayed
+    np.testing.assert_allclose(w.grad.data, 3 * np.array([1.0, 2.0]) / np.cosh([0.5, 4.0]) ** 2)
+
+
 def test_the_replay_source_reads_as_the_step_it_records():
     w = tt.Tensor([1.0, 2.0], requires_grad=True)
     compiled = tt.compile(lambda x: _backward((x * w).tanh().sum()))

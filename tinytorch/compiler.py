@@ -64,6 +64,7 @@ from tinytorch import inlining
 from tinytorch.core import autograd, inplace, tracing
 from tinytorch.core.tensor import Tensor
 from tinytorch.core.grad_mode import state as _grad_mode
+from tinytorch.core.profiler import state as _profiler_state
 from tinytorch.core.tracing import state as _tracing
 
 __all__ = ["compile", "CompiledFunction"]
@@ -120,7 +121,7 @@ class CompiledFunction:
         entry = self._cache.get(key)
         if entry is not None:
             self._cache.move_to_end(key)
-            if entry.__class__ is _Replay and entry.guards_hold():
+            if entry.__class__ is _Replay and entry.guards_hold() and not _profiler_state.active:
                 self.replays += 1
                 return entry.function(_tensors_in(arguments, []))
             if entry.__class__ is _Eager:
@@ -163,8 +164,8 @@ class CompiledFunction:
 
 
 def _profiling():
-    profiler = sys.modules.get("tinytorch.profiler")
-    return profiler is not None and getattr(profiler, "active", lambda: False)()
+    """Whether a tinytorch.profiler block is open: it sees ops, so the step runs eagerly."""
+    return _profiler_state.active
 
 
 def _signature_key(arguments):
