@@ -318,3 +318,81 @@ def test_bad_arguments_to_compile():
         tt.compile(3)
     with pytest.raises(ValueError, match="cache_size must be a positive int"):
         tt.compile(lambda: None, cache_size=0)
+
+
+# ----- Trainer(compile=True) and 'tinytorch train --compile' --------------------------------------
+
+TIMINGS = ("seconds", "tokens_per_second", "train_seconds")
+
+
+def _trained(compile, accumulation_steps=1, loss=None, arrays=False):
+    tt.manual_seed(0)
+    model = tt.Sequential(tt.Linear(6, 12), tt.BatchNorm1d(12), tt.ReLU(), tt.Dropout(0.3),
+                          tt.Linear(12, 3))
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(45, 6)), rng.integers(0, 3, 45)
+    trainer = tt.Trainer(model, tt.Adam(model.parameters(), lr=1e-2),
+                         loss or tt.CrossEntropyLoss(), grad_clip_norm=1.0, compile=compile)
+    if arrays:                  # train_step with NumPy class indices, as the GPT's loop has
+        losses = [trainer.train_step(tt.Tensor(x[i:i + 9]), y[i:i + 9]) for i in range(0, 45, 9)]
+        return losses, model, trainer
+    data = tt.TensorDataset(tt.Tensor(x), tt.Tensor(y, dtype=np.int64))
+    history = trainer.fit(tt.DataLoader(data, batch_size=8, shuffle=True, seed=1),
+                          tt.DataLoader(data, batch_size=16), epochs=3,
+                          accumulation_steps=accumulation_steps)
+    return {k: v for k, v in history.items() if k not in TIMINGS}, model, trainer
+
+
+@pytest.mark.parametrize("accumulation_steps, arrays", [(1, False), (2, False), (1, True)])
+def test_a_compiled_trainer_gives_eagers_history_and_parameters(accumulation_steps, arrays):
+    eager, eager_model, _ = _trained(False, accumulation_steps, arrays=arrays)
+    compiled, model, trainer = _trained(True, accumulation_steps, arrays=arrays)
+    assert compiled == eager
+    for p, q in zip(model.parameters(), eager_model.parameters()):
+        np.testing.assert_array_equal(p.data, q.data)
+    step = trainer._compiled_step
+    # batches of 8 and a last one of 5 (or 9 each): one recording per shape, the rest replays
+    assert step.recordings == (1 if arrays else 2) and step.replays > step.recordings
+
+
+def test_a_compiled_trainer_stops_at_a_non_finite_loss_before_the_update():
+    model = tt.Linear(2, 1)
+    before = model.weight.data.copy()
+    trainer = tt.Trainer(model, tt.SGD(model.parameters(), lr=0.1), tt.MSELoss(), compile=True)
+    with pytest.raises(tt.DivergenceError, match="the loss is nan"):
+        trainer.train_step(tt.Tensor([[1.0, np.nan]]), tt.Tensor([[0.0]]))
+    np.testing.assert_array_equal(model.weight.data, before)
+
+
+def test_a_signature_new_on_every_call_warns_once_and_runs_eagerly():
+    w = tt.Tensor([1.0, 2.0], requires_grad=True)
+    compiled = tt.compile(lambda ids: _backward((w * tt.Tensor(ids)).sum()), cache_size=2)
+    with pytest.warns(RuntimeWarning, match="recorded 5 times.*pass a Tensor"):
+        for i in range(6):
+            compiled(np.array([i, i + 1.0]))                  # an array: keyed by its values
+    assert compiled.recordings == 5 and compiled.replays == 0      # 2 kept, 3 dropped
+    np.testing.assert_array_equal(w.grad.data, [sum(range(6)), sum(range(1, 7))])
+
+
+@pytest.mark.parametrize("model, options", [
+    ("mlp", ["--epochs", "4"]), ("cnn", ["--epochs", "2"]),
+    ("gpt", ["--steps", "20", "--eval-interval", "10", "--layers", "1"]),
+])
+def test_train_with_compile_writes_the_same_history_number_for_number(model, options, tmp_path,
+                                                                    capsys):
+    import json
+
+    from tinytorch.cli import main
+
+    histories = []
+    for flags in ([], ["--compile"]):
+        out = tmp_path / ("compiled" if flags else "eager")
+        assert main(["train", "--model", model, *options, "--out", str(out), *flags]) == 0
+        history = json.loads((out / "history.json").read_text())
+        histories.append({k: v for k, v in history.items() if k not in TIMINGS})
+    assert histories[0] == histories[1]
+    assert len(histories[0]) > 3
+    summary = re.search(r"compiled: (\d+) step shapes? recorded in [\d.]+s, (\d+) steps replayed",
+                        capsys.readouterr().out)
+    recordings, replays = map(int, summary.groups())
+    assert 1 <= recordings <= 2 and replays >= 15          # the steps ran replayed

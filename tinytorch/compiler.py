@@ -74,7 +74,10 @@ def compile(fn=None, *, cache_size=8):
     """Record ``fn`` once per signature and replay the record on later calls (see the module's
     docstring). Use as ``compile(fn)``, ``@compile`` or ``@compile(cache_size=16)``.
 
-    ``cache_size`` recordings are kept, the least recently used dropped first.
+    ``cache_size`` recordings are kept, the least recently used dropped first. A function
+    whose signature keeps changing (typically a NumPy array argument, which is part of the
+    signature by its values: pass a Tensor instead) would record on every call; after
+    ``cache_size`` recordings dropped that way it warns once and runs eagerly from then on.
     """
     if fn is None:
         return functools.partial(compile, cache_size=cache_size)
@@ -103,6 +106,7 @@ class CompiledFunction:
             p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in parameters) else -1)
         self._cache = collections.OrderedDict()        # signature key -> _Replay or _Eager
         self._warned = set()
+        self._dropped = 0                              # recordings dropped from a full cache
         self.recordings = 0
         self.replays = 0
         self.record_seconds = []
@@ -129,8 +133,9 @@ class CompiledFunction:
         return self._record(key, arguments, args, kwargs)
 
     def _record(self, key, arguments, args, kwargs):
-        if _tracing.recording or autograd._anomaly_state.enabled or _profiling():
-            return self.fn(*args, **kwargs)            # nested, or a mode that wants eager
+        if (_tracing.recording or autograd._anomaly_state.enabled or _profiling()
+                or self._dropped > self.cache_size):
+            return self.fn(*args, **kwargs)            # nested, a mode that wants eager, thrashing
         start = time.perf_counter()
         recorder = _Recorder(arguments)
         _tracing.recorder, _tracing.recording = recorder, True
@@ -147,6 +152,13 @@ class CompiledFunction:
         self._cache[key] = entry
         if len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
+            self._dropped += 1
+            if self._dropped > self.cache_size:
+                warnings.warn(
+                    f"tinytorch.compile: {self.fn.__name__} was recorded {self.recordings} times "
+                    f"for as many signatures; it runs eagerly from now on. Is an argument new on "
+                    f"every call (a NumPy array or a Python number is part of the signature by its "
+                    f"value: pass a Tensor)?", RuntimeWarning, stacklevel=3)
         return result
 
     def _warn(self, reason):
