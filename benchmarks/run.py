@@ -8,6 +8,8 @@
 Every workload is written three times, one function per library (four for W2-W4 and W6):
 
 * ``tinytorch``: the public API only (``tt.Tensor``, operators, ``.backward()``, ``.grad``).
+* ``compiled``: the same tinytorch step through ``tt.compile`` (issue 17): recorded by its
+  first call (the recording time is reported), checked and timed on replays.
 * ``floor``: plain NumPy arrays with a hand-derived backward pass (no autograd, no Tensor
   objects). It is the cost of the arithmetic itself, the least an autograd engine built on
   NumPy can cost.
@@ -17,8 +19,8 @@ Every workload is written three times, one function per library (four for W2-W4 
   none of its features, about the least Python per op an eager engine can run: a yardstick
   for what this design can reach, where Python per op is the cost.
 
-Before timing, each workload checks that tinytorch's gradients equal the floor's and torch's;
-a workload whose gradients differ is aborted with a message, not timed. Timing: warm-up calls,
+Before timing, each workload checks that tinytorch's gradients, eager and compiled, equal the
+floor's and torch's; a workload whose gradients differ is aborted with a message, not timed. Timing: warm-up calls,
 then blocks of samples, the libraries taking turns block by block (so a burst of load from
 elsewhere hits them alike), with an idle pause before each block so that the previous
 library's worker threads have stopped spinning; the median per call is reported.
