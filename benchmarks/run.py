@@ -20,10 +20,10 @@ Every workload is written three times, one function per library (four for W2-W4 
   for what this design can reach, where Python per op is the cost.
 
 Before timing, each workload checks that tinytorch's gradients, eager and compiled, equal the
-floor's and torch's; a workload whose gradients differ is aborted with a message, not timed. Timing: warm-up calls,
-then blocks of samples, the libraries taking turns block by block (so a burst of load from
-elsewhere hits them alike), with an idle pause before each block so that the previous
-library's worker threads have stopped spinning; the median per call is reported.
+floor's and torch's; a workload whose gradients differ is aborted with a message, not timed.
+Timing: warm-up calls, then blocks of samples, the libraries taking turns block by block (so a
+burst of load from elsewhere hits them alike), with an idle pause before each block so that
+the previous library's worker threads have stopped spinning; the median per call is reported.
 
 BLAS reads its thread count when NumPy is imported, so ``--threads both`` (the default) runs the
 default pass in this process, then the 1-thread pass in a child process started with
