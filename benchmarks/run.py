@@ -981,7 +981,8 @@ WORKLOADS = {
                target_compiled_floor=1.3),
     "W8": dict(title="GPT train step B16 T64 D128, 4 layers, 4 heads, vocab 65", data=w8_data,
                fns=(w8_tinytorch, w8_floor, w8_torch, None), n_ops=None, target_torch=1.2,
-               target_compiled_best=1.05, exact_zero={f"blocks.{i}.attn.k_proj.bias" for i in range(W8_LAYERS)}),
+               target_compiled_best=1.05,
+               exact_zero={f"blocks.{i}.attn.k_proj.bias" for i in range(W8_LAYERS)}),
 }
 
 
