@@ -8,6 +8,8 @@
 Every workload is written three times, one function per library (four for W2-W4 and W6):
 
 * ``tinytorch``: the public API only (``tt.Tensor``, operators, ``.backward()``, ``.grad``).
+* ``compiled``: the same tinytorch step through ``tt.compile`` (issue 17): recorded by its
+  first call (the recording time is reported), checked and timed on replays.
 * ``floor``: plain NumPy arrays with a hand-derived backward pass (no autograd, no Tensor
   objects). It is the cost of the arithmetic itself, the least an autograd engine built on
   NumPy can cost.
@@ -17,11 +19,11 @@ Every workload is written three times, one function per library (four for W2-W4 
   none of its features, about the least Python per op an eager engine can run: a yardstick
   for what this design can reach, where Python per op is the cost.
 
-Before timing, each workload checks that tinytorch's gradients equal the floor's and torch's;
-a workload whose gradients differ is aborted with a message, not timed. Timing: warm-up calls,
-then blocks of samples, the libraries taking turns block by block (so a burst of load from
-elsewhere hits them alike), with an idle pause before each block so that the previous
-library's worker threads have stopped spinning; the median per call is reported.
+Before timing, each workload checks that tinytorch's gradients, eager and compiled, equal the
+floor's and torch's; a workload whose gradients differ is aborted with a message, not timed.
+Timing: warm-up calls, then blocks of samples, the libraries taking turns block by block (so a
+burst of load from elsewhere hits them alike), with an idle pause before each block so that
+the previous library's worker threads have stopped spinning; the median per call is reported.
 
 BLAS reads its thread count when NumPy is imported, so ``--threads both`` (the default) runs the
 default pass in this process, then the 1-thread pass in a child process started with
@@ -38,6 +40,7 @@ import subprocess
 import sys
 import time
 import traceback
+import warnings
 
 ONE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 WORKLOAD_NAMES = ("W1", "W2", "W3", "W4", "W5", "W6", "W8")
@@ -85,7 +88,7 @@ DTYPE = np.float32
 LR = 0.01
 LN_EPS = 1e-5
 GELU_C = math.sqrt(2.0 / math.pi)
-LIBS = ("tinytorch", "floor", "torch", "bare")
+LIBS = ("tinytorch", "compiled", "floor", "torch", "bare")   # "compiled": tinytorch, tt.compile
 BLOCKS = 4            # blocks of samples per library and workload
 SETTLE_S = 0.25        # idle seconds before each block (see measure)
 
@@ -147,10 +150,45 @@ def _init(rng, fan_in, *shape, scale=1.0):
     return (rng.standard_normal(shape) * scale / math.sqrt(fan_in)).astype(DTYPE)
 
 
+def tinytorch_step(make, data, compiled=False):
+    """A workload's tinytorch step as the harness runs it, eager or compiled: ``(step, result)``.
+
+    ``make(data)`` returns the workload's step function, which returns its loss, and the
+    tensors whose gradients are checked, ``{name: Tensor}``. Compiled, the step goes through
+    ``tt.compile`` and is called once here: that first call records (it runs eagerly), and its
+    time is the compile time. The tensors are then put back to their starting values, so that
+    the next call, the first replay, computes the same step as the other libraries' first:
+    that call is the one the gradient check sees (``step.compiled.replays`` counts them). A
+    recording that falls back to eager keeps the warning in ``step.fallback``.
+    """
+    step, params = make(data)
+    fallback = None
+    if compiled:
+        starting_values = [p.data.copy() for p in params.values()]
+        step = tt.compile(step)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            step()
+        fallback = next((str(w.message) for w in caught if "tinytorch.compile" in str(w.message)),
+                        None)
+        for p, values in zip(params.values(), starting_values):
+            np.copyto(p.data, values)
+    last = {}
+
+    def run():
+        last["loss"] = step()
+
+    run.compiled = step if compiled else None
+    run.fallback = fallback
+    return run, lambda: (last["loss"].item(), _tt_grads(params))
+
+
 # Each workload below has ``wN_data(rng)`` making the shared NumPy inputs, and one function per
-# library taking that data and returning ``(step, result)``: ``step()`` runs one forward and
-# backward pass (plus the update, for W1); ``result()`` gives ``(loss, {name: grad array})``
-# for the last step.
+# library taking that data. The floor's, torch's and the bare engine's return ``(step,
+# result)``: ``step()`` runs one forward and backward pass (plus the update, for W1 and W7);
+# ``result()`` gives ``(loss, {name: grad array})`` for the last step. tinytorch's returns
+# ``(step, {name: Tensor})`` with a ``step()`` that returns its loss, so that the same
+# function runs eagerly and compiled (``tinytorch_step``).
 
 # =============================================================================================
 # W1: MLP training step, 784-512-256-10, ReLU, softmax cross-entropy, SGD
@@ -174,21 +212,18 @@ def w1_tinytorch(d):
     params = _tt_params(d["params"])
     W1, b1, W2, b2, W3, b3 = params.values()
     x, targets = tt.Tensor(d["x"]), tt.Tensor(d["targets"], dtype=np.int64)
-    last = {}
+    optimizer = tt.SGD(list(params.values()), lr=LR)
 
     def step():
-        for p in params.values():
-            p.grad = None
+        optimizer.zero_grad()
         h = (x @ W1 + b1).relu()
         h = (h @ W2 + b2).relu()
         loss = _cross_entropy(h @ W3 + b3, targets)
         loss.backward()
-        with tt.no_grad():
-            for p in params.values():
-                p.data -= LR * p.grad.data
-        last["loss"] = loss
+        optimizer.step()
+        return loss
 
-    return step, lambda: (last["loss"].item(), _tt_grads(params))
+    return step, params
 
 
 def w1_floor(d):
@@ -258,7 +293,6 @@ def w2_data(rng):
 
 def w2_tinytorch(d):
     x = tt.Tensor(d["x"], requires_grad=True)
-    last = {}
 
     def step():
         x.grad = None
@@ -270,9 +304,9 @@ def w2_tinytorch(d):
             y = y.tanh()
         loss = y.sum()
         loss.backward()
-        last["loss"] = loss
+        return loss
 
-    return step, lambda: (last["loss"].item(), {"x": x.grad.data})
+    return step, {"x": x}
 
 
 def w2_floor(d):
@@ -349,7 +383,6 @@ def w3_data(rng):
 
 def w3_tinytorch(d):
     x = tt.Tensor(d["x"], requires_grad=True)
-    last = {}
 
     def step():
         x.grad = None
@@ -358,9 +391,9 @@ def w3_tinytorch(d):
             y = y * 1.0001 + 0.1
         loss = y.sum()
         loss.backward()
-        last["loss"] = loss
+        return loss
 
-    return step, lambda: (last["loss"].item(), {"x": x.grad.data})
+    return step, {"x": x}
 
 
 def w3_floor(d):
@@ -426,7 +459,6 @@ def w4_data(rng):
 
 def w4_tinytorch(d):
     x = tt.Tensor(d["x"], requires_grad=True)
-    last = {}
 
     def step():
         x.grad = None
@@ -435,9 +467,9 @@ def w4_tinytorch(d):
             y = y + y
         loss = y.sum()
         loss.backward()
-        last["loss"] = loss
+        return loss
 
-    return step, lambda: (last["loss"].item(), {"x": x.grad.data})
+    return step, {"x": x}
 
 
 def w4_floor(d):
@@ -521,7 +553,6 @@ def w5_tinytorch(d):
     params = _tt_params(d["params"])
     p = params
     scale = 1.0 / math.sqrt(W5_D)
-    last = {}
 
     def step():
         for t in params.values():
@@ -535,9 +566,9 @@ def w5_tinytorch(d):
         x2 = x1 + _tt_gelu_tanh(h2 @ p["W1"] + p["b1"]) @ p["W2"] + p["b2"]
         loss = x2.sum()
         loss.backward()
-        last["loss"] = loss
+        return loss
 
-    return step, lambda: (last["loss"].item(), _tt_grads(params))
+    return step, params
 
 
 def _ln_forward(x, gain, bias):
@@ -661,7 +692,6 @@ def w6_tinytorch(d):
     params = _tt_params(d["params"])
     W1, b1, W2, b2, W3, b3 = params.values()
     x, y = tt.Tensor(d["x"]), tt.Tensor(d["y"])
-    last = {}
 
     def step():
         for p in params.values():
@@ -670,9 +700,9 @@ def w6_tinytorch(d):
         h = (h @ W2 + b2).tanh()
         loss = ttF.mse_loss(h @ W3 + b3, y)
         loss.backward()
-        last["loss"] = loss
+        return loss
 
-    return step, lambda: (last["loss"].item(), _tt_grads(params))
+    return step, params
 
 
 def w6_floor(d):
@@ -790,7 +820,6 @@ def w8_tinytorch(d):
     params = dict(model.named_parameters())
     tokens = tt.Tensor(d["tokens"], dtype=np.int64)
     targets = tt.Tensor(d["targets"], dtype=np.int64)
-    last = {}
 
     def step():
         for p in params.values():
@@ -798,9 +827,9 @@ def w8_tinytorch(d):
         logits = model(tokens)                                            # (B, T, V)
         loss = _cross_entropy(logits.reshape(W8_B * W8_T, W8_VOCAB), targets)
         loss.backward()
-        last["loss"] = loss
+        return loss
 
-    return step, lambda: (last["loss"].item(), _tt_grads(params))
+    return step, params
 
 
 def w8_floor(d):
@@ -927,25 +956,32 @@ def w8_torch(d):
 
 
 # =============================================================================================
-# The workload table: description, ops counted for "per op", targets (ours / torch, ours / floor)
+# The workload table: description, ops counted for "per op", targets (ours / torch, ours / floor;
+# compiled / floor, or compiled / the lower of floor and eager: issue 17)
 # =============================================================================================
 
 WORKLOADS = {
     "W1": dict(title="MLP train step 784-512-256-10, batch 128", data=w1_data,
-               fns=(w1_tinytorch, w1_floor, w1_torch, None), n_ops=None, target_torch=0.85, target_floor=1.10),
+               fns=(w1_tinytorch, w1_floor, w1_torch, None), n_ops=None, target_torch=0.85, target_floor=1.10,
+               target_compiled_best=1.05),
     "W2": dict(title="1000 small elementwise ops (16 elems)", data=w2_data,
-               fns=(w2_tinytorch, w2_floor, w2_torch, w2_bare), n_ops=4 * W2_PATTERNS, target_torch=0.35),
+               fns=(w2_tinytorch, w2_floor, w2_torch, w2_bare), n_ops=4 * W2_PATTERNS, target_torch=0.35,
+               target_compiled_floor=1.3),
     "W3": dict(title="deep chain y*1.0001+0.1 x20000 (1 elem)", data=w3_data,
-               fns=(w3_tinytorch, w3_floor, w3_torch, w3_bare), n_ops=2 * W3_STEPS, target_torch=0.7),
+               fns=(w3_tinytorch, w3_floor, w3_torch, w3_bare), n_ops=2 * W3_STEPS, target_torch=0.7,
+               target_compiled_floor=1.3),
     "W4": dict(title="diamond y=y+y x30", data=w4_data,
                fns=(w4_tinytorch, w4_floor, w4_torch, w4_bare), n_ops=W4_DOUBLINGS, target_torch=0.5,
-               extra_check=w4_extra_check),
+               target_compiled_floor=1.3, extra_check=w4_extra_check),
     "W5": dict(title="transformer block B8 T64 D128", data=w5_data,
-               fns=(w5_tinytorch, w5_floor, w5_torch, None), n_ops=None, target_torch=1.0),
+               fns=(w5_tinytorch, w5_floor, w5_torch, None), n_ops=None, target_torch=1.0,
+               target_compiled_best=1.05),
     "W6": dict(title="tiny MLP 2-16-16-1, batch 32, MSE", data=w6_data,
-               fns=(w6_tinytorch, w6_floor, w6_torch, w6_bare), n_ops=None, target_torch=0.35),
+               fns=(w6_tinytorch, w6_floor, w6_torch, w6_bare), n_ops=None, target_torch=0.35,
+               target_compiled_floor=1.3),
     "W8": dict(title="GPT train step B16 T64 D128, 4 layers, 4 heads, vocab 65", data=w8_data,
                fns=(w8_tinytorch, w8_floor, w8_torch, None), n_ops=None, target_torch=1.2,
+               target_compiled_best=1.05,
                exact_zero={f"blocks.{i}.attn.k_proj.bias" for i in range(W8_LAYERS)}),
 }
 
@@ -976,11 +1012,10 @@ def w7_tinytorch(d):
     params = _tt_params(d["params"])
     p = params
     x, targets = tt.Tensor(d["x"]), tt.Tensor(d["targets"], dtype=np.int64)
-    last = {}
+    optimizer = tt.SGD(list(params.values()), lr=LR)
 
     def step():
-        for t in params.values():
-            t.grad = None
+        optimizer.zero_grad()
         h = ttF.max_pool2d(ttF.conv2d(x, p["conv1_w"], p["conv1_b"]).relu(), 2)
         h = ttF.max_pool2d(ttF.conv2d(h, p["conv2_w"], p["conv2_b"]).relu(), 2)
         h = h.reshape(W7_BATCH, -1)
@@ -988,12 +1023,10 @@ def w7_tinytorch(d):
         h = (h @ p["fc2_w"] + p["fc2_b"]).relu()
         loss = _cross_entropy(h @ p["fc3_w"] + p["fc3_b"], targets)
         loss.backward()
-        with tt.no_grad():
-            for t in params.values():
-                t.data -= LR * t.grad.data
-        last["loss"] = loss
+        optimizer.step()
+        return loss
 
-    return step, lambda: (last["loss"].item(), _tt_grads(params))
+    return step, params
 
 
 # The floor keeps images as (C, H, W, N) arrays, batch innermost, as tinytorch's spatial ops
@@ -1133,7 +1166,7 @@ def w7_torch(d):
 
 WORKLOADS["W7"] = dict(title="LeNet-5 train step, batch 64 of 1x28x28", data=w7_data,
                        fns=(w7_tinytorch, w7_floor, w7_torch, None), n_ops=None,
-                       target_torch=1.5, target_floor=1.15)
+                       target_torch=1.5, target_floor=1.15, target_compiled_best=1.05)
 WORKLOAD_NAMES += ("W7",)
 
 # Gradients must agree to this: max |a - b| <= GRAD_RTOL * max |b| for every gradient array.
@@ -1153,34 +1186,37 @@ def _relative_error(a, b):
     return float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(b))), 1e-30))
 
 
-def check_gradients(name, results, extra_check=None, exact_zero=()):
-    """Compare tinytorch's loss and gradients with every other library's; return the worst error.
+def check_gradients(name, results, extra_check=None, exact_zero=(), ours="tinytorch",
+                    against=None):
+    """Compare ``ours``'s loss and gradients with each library's in ``against`` (default: every
+    other one in ``results``); return the worst error against each.
 
     The gradients named in ``exact_zero`` are zero in exact arithmetic (e.g. W8's key biases:
     softmax ignores a constant added to a whole row of scores), so every library returns
     rounding noise there; their difference is measured against the workload's largest gradient.
     """
-    ours_loss, ours = results["tinytorch"]
+    ours_loss, mine = results[ours]
     worst = {}
-    for lib, (loss, grads) in results.items():
-        if lib == "tinytorch":
+    for lib in (against if against is not None else [lib for lib in results if lib != ours]):
+        if lib not in results:
             continue
-        if set(ours) != set(grads):
-            raise CheckFailed(f"tinytorch has gradients for {sorted(ours)}, {lib} for {sorted(grads)}")
+        loss, grads = results[lib]
+        if set(mine) != set(grads):
+            raise CheckFailed(f"{ours} has gradients for {sorted(mine)}, {lib} for {sorted(grads)}")
         if abs(ours_loss - loss) > GRAD_RTOL * max(1.0, abs(loss)):
-            raise CheckFailed(f"loss differs: tinytorch {ours_loss!r}, {lib} {loss!r}")
+            raise CheckFailed(f"loss differs: {ours} {ours_loss!r}, {lib} {loss!r}")
         errors = {}
         largest = max(float(np.max(np.abs(g))) for g in grads.values())
         for key, ref in grads.items():
-            got = ours[key]
+            got = mine[key]
             if got is None or np.shape(got) != np.shape(ref):
-                raise CheckFailed(f"gradient of {key}: tinytorch gives shape {np.shape(got)}, "
+                raise CheckFailed(f"gradient of {key}: {ours} gives shape {np.shape(got)}, "
                                   f"{lib} {np.shape(ref)}")
             if np.asarray(got).dtype != np.asarray(ref).dtype:
-                raise CheckFailed(f"gradient of {key}: tinytorch dtype {np.asarray(got).dtype}, "
+                raise CheckFailed(f"gradient of {key}: {ours} dtype {np.asarray(got).dtype}, "
                                   f"{lib} {np.asarray(ref).dtype}")
             if not np.all(np.isfinite(got)):
-                raise CheckFailed(f"gradient of {key}: tinytorch's has non-finite values")
+                raise CheckFailed(f"gradient of {key}: {ours}'s has non-finite values")
             errors[key] = (_relative_error(got, ref) if key not in exact_zero else
                            float(np.max(np.abs(np.asarray(got, np.float64) - ref))) / largest)
         key = max(errors, key=errors.get)
@@ -1189,10 +1225,19 @@ def check_gradients(name, results, extra_check=None, exact_zero=()):
                               f"{errors[key]:.2e} > {GRAD_RTOL:.0e}")
         worst[lib] = errors[key]
     if extra_check is not None:
-        message = extra_check(ours_loss, ours)
+        message = extra_check(ours_loss, mine)
         if message:
-            raise CheckFailed(message)
+            raise CheckFailed(f"{ours}: {message}")
     return worst
+
+
+def library_steps(spec):
+    """``{library: build}`` for one workload, ``build(data)`` giving ``(step, result)``."""
+    make, floor, torch_fn, bare = spec["fns"]
+    builds = {"tinytorch": lambda data: tinytorch_step(make, data),
+              "compiled": lambda data: tinytorch_step(make, data, compiled=True),
+              "floor": floor, "torch": torch_fn if torch is not None else None, "bare": bare}
+    return {lib: build for lib, build in builds.items() if build is not None}
 
 
 def measure(steps, repeats, budget_s, warmup):
@@ -1274,15 +1319,14 @@ def run_workload(name, spec, args):
     """Check and time one workload; returns a result row (with ``error`` set if it was aborted)."""
     row = {"workload": name, "title": spec["title"], "n_ops": spec["n_ops"],
            "target_torch": spec["target_torch"], "target_floor": spec.get("target_floor"),
-           "times": {}, "error": None, "max_grad_err": {}}
+           "target_compiled_floor": spec.get("target_compiled_floor"),
+           "target_compiled_best": spec.get("target_compiled_best"),
+           "times": {}, "error": None, "max_grad_err": {}, "compiled_grad_err": {}, "compile": None}
     data = spec["data"](np.random.default_rng(0))
-    libs = [lib for lib in LIBS if lib != "torch" or torch is not None]
     steps, results = {}, {}
-    for lib, fn in zip(LIBS, spec["fns"]):
-        if lib not in libs or fn is None:
-            continue
+    for lib, build in library_steps(spec).items():
         try:
-            step, result = fn(data)
+            step, result = build(data)
             step()
             results[lib] = result()
         except Exception as error:
@@ -1290,9 +1334,15 @@ def run_workload(name, spec, args):
             print(f"  {name}: ABORTED, {row['error']}\n" + traceback.format_exc(), file=sys.stderr)
             return row
         steps[lib] = step
+        if lib == "compiled":
+            row["compile"] = {"record_s": step.compiled.record_seconds[0],
+                              "replayed": step.compiled.replays == 1, "fallback": step.fallback}
     try:
         row["max_grad_err"] = check_gradients(name, results, spec.get("extra_check"),
                                               spec.get("exact_zero", ()))
+        row["compiled_grad_err"] = check_gradients(name, results, spec.get("extra_check"),
+                                                   spec.get("exact_zero", ()), ours="compiled",
+                                                   against=("floor", "torch"))
     except CheckFailed as error:
         row["error"] = f"gradient check failed: {error}"
         print(f"  {name}: ABORTED, {row['error']}", file=sys.stderr)
@@ -1323,9 +1373,10 @@ def _rss_bytes():
     return values["VmRSS"], values["VmHWM"]
 
 
-def memory_check(steps=200):
-    """RSS during ``steps`` consecutive tinytorch W1 training steps: it must stay flat."""
-    step, _ = w1_tinytorch(w1_data(np.random.default_rng(0)))
+def memory_check(steps=200, compiled=False):
+    """RSS during ``steps`` consecutive tinytorch W1 training steps (eager, or replays of the
+    compiled step): it must stay flat."""
+    step, _ = tinytorch_step(w1_tinytorch, w1_data(np.random.default_rng(0)), compiled)
     rss = {}
     try:
         for i in range(1, steps + 1):
@@ -1389,6 +1440,7 @@ def run_pass(args, threads):
     if "MEM" in selected and not args.skip_memory:
         print(f"[threads={threads}] memory check (200 W1 steps) ...", file=sys.stderr, flush=True)
         result["memory"] = memory_check()
+        result["memory_compiled"] = memory_check(compiled=True)
     result["other_load"] = _other_processes_load(start, _cpu_snapshot())
     return result
 
@@ -1468,6 +1520,33 @@ def _fmt_faults(row):
     return " / ".join(f"{faults[lib]:.0f}" if lib in faults else "-" for lib in LIBS)
 
 
+def _fmt_compiled(seconds, compile_info):
+    if compile_info is not None and not compile_info["replayed"]:
+        return f"{_fmt_time(seconds)} (ran eagerly)"
+    return _fmt_time(seconds)
+
+
+def _fmt_record(row):
+    """The recording call's time, and how many eager steps it is worth."""
+    info = row.get("compile")
+    if not info:
+        return "-"
+    text = _fmt_time(info["record_s"])
+    if row["times"].get("tinytorch"):
+        text += f" ({info['record_s'] / row['times']['tinytorch']:.1f} eager steps)"
+    if info["fallback"]:
+        text += " " + info["fallback"].replace("|", "\\|")
+    return text
+
+
+def _fmt_errors(row):
+    errors = ", ".join(f"{lib} {e:.1e}" for lib, e in row["max_grad_err"].items())
+    if row.get("compiled_grad_err"):
+        errors += "; compiled vs " + ", ".join(f"{lib} {e:.1e}"
+                                               for lib, e in row["compiled_grad_err"].items())
+    return errors
+
+
 def render_report(env, passes):
     lines = ["# tinytorch benchmarks", ""]
     lines.append(f"- Machine: {env['cpu']}, {env['cores']} cores ({env['usable_cores']} usable)")
@@ -1483,13 +1562,18 @@ def render_report(env, passes):
                          + ("  (timings are noisy, multi-thread ones especially)" if other > 0.25 else ""))
     lines.append("- tinytorch and PyTorch both use their fused ops: cross-entropy, layer_norm, "
                  "softmax, gelu(approximate='tanh'), mse")
-    lines.append("- Times are medians per call (forward + backward, + SGD update in W1); "
+    lines.append("- Times are medians per call (forward + backward, + SGD update in W1 and W7); "
+                 "compiled = the same tinytorch step through tt.compile, timed on replays, its "
+                 "gradients checked on a replay; compile = its first call, which records; "
                  "floor = hand-written NumPy forward/backward; bare = bare_engine.py, tinytorch's "
                  "graph walk without its features (small-tensor workloads only)")
     lines.append("")
-    header = ["Workload", "Threads", "tinytorch", "NumPy floor", "PyTorch", "bare engine",
-              "ours / torch", "ours / floor", "bare / torch", "µs per op (tt / floor / torch / bare)",
-              "page faults per call (tt / floor / torch / bare)", "samples", "max grad err"]
+    header = ["Workload", "Threads", "tinytorch", "tinytorch compiled", "NumPy floor", "PyTorch",
+              "bare engine", "ours / torch", "ours / floor", "compiled / floor",
+              "compiled / min(floor, eager)", "compiled / torch", "bare / torch",
+              "compile (recording)", "µs per op (tt / compiled / floor / torch / bare)",
+              "page faults per call (tt / compiled / floor / torch / bare)", "samples",
+              "max grad err"]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join("---" for _ in header) + "|")
     rows = sorted(((row, p["threads"]) for p in passes for row in p["rows"]),
@@ -1501,31 +1585,39 @@ def render_report(env, passes):
             lines.append(f"| {label} | {threads} | ABORTED: {error} |" + " |" * (len(header) - 3))
             continue
         t = row["times"]
-        ours = t.get("tinytorch")
-        errs = ", ".join(f"{lib} {e:.1e}" for lib, e in row["max_grad_err"].items())
+        ours, compiled = t.get("tinytorch"), t.get("compiled")
+        best = min(t["floor"], ours) if t.get("floor") and ours else None
         lines.append("| " + " | ".join([
-            label, threads, _fmt_time(ours), _fmt_time(t.get("floor")), _fmt_time(t.get("torch")),
+            label, threads, _fmt_time(ours), _fmt_compiled(compiled, row.get("compile")),
+            _fmt_time(t.get("floor")), _fmt_time(t.get("torch")),
             _fmt_time(t.get("bare")) if "bare" in t else "-",
             _fmt_ratio(ours, t.get("torch"), row["target_torch"]),
             _fmt_ratio(ours, t.get("floor"), row["target_floor"]),
+            _fmt_ratio(compiled, t.get("floor"), row.get("target_compiled_floor")),
+            _fmt_ratio(compiled, best, row.get("target_compiled_best"))
+            if row.get("target_compiled_best") else "-",
+            _fmt_ratio(compiled, t.get("torch"), None),
             _fmt_ratio(t.get("bare"), t.get("torch"), None) if "bare" in t else "-",
-            _fmt_per_op(row), _fmt_faults(row), str(row.get("samples", "")), errs]) + " |")
+            _fmt_record(row), _fmt_per_op(row), _fmt_faults(row), str(row.get("samples", "")),
+            _fmt_errors(row)]) + " |")
     lines.append("")
     lines += [p["failed"] for p in passes if p.get("failed")]
     if env["torch"] is None:
         lines.append("Note: PyTorch is not installed, so the torch column and ratios are n/a.")
     for p in passes:
-        mem = p.get("memory")
-        if not mem:
-            continue
-        if "error" in mem:
-            lines.append(f"Memory (threads={p['threads']}): ABORTED, {mem['error']}")
-            continue
-        mib = 1024 * 1024
-        lines.append(f"Memory (threads={p['threads']}, {mem['steps']} tinytorch W1 steps): RSS after step 10 "
-                     f"{mem['rss_10'] / mib:.1f} MiB, after step {mem['steps']} {mem['rss_end'] / mib:.1f} MiB "
-                     f"({mem['growth'] * 100:+.1f}%), process peak {mem['peak'] / mib:.1f} MiB: "
-                     + ("GREW by more than 10% (graph not freed?)" if mem["flag"] else "flat (pass)"))
+        for key, what in (("memory", "tinytorch"), ("memory_compiled", "compiled tinytorch")):
+            mem = p.get(key)
+            if not mem:
+                continue
+            if "error" in mem:
+                lines.append(f"Memory (threads={p['threads']}, {what}): ABORTED, {mem['error']}")
+                continue
+            mib = 1024 * 1024
+            lines.append(f"Memory (threads={p['threads']}, {mem['steps']} {what} W1 steps): RSS after "
+                         f"step 10 {mem['rss_10'] / mib:.1f} MiB, after step {mem['steps']} "
+                         f"{mem['rss_end'] / mib:.1f} MiB ({mem['growth'] * 100:+.1f}%), process peak "
+                         f"{mem['peak'] / mib:.1f} MiB: "
+                         + ("GREW by more than 10% (graph not freed?)" if mem["flag"] else "flat (pass)"))
     return "\n".join(lines) + "\n"
 
 

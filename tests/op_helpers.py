@@ -341,6 +341,13 @@ class _Cube(tt.Function):
         return grad * 3 * x * x
 
 
+def _seeded(fn, *args):
+    """``fn(*args)`` with tinytorch's generator reseeded: the same random draws at every call
+    (finite differences call the expression many times)."""
+    tt.manual_seed(0)
+    return fn(*args)
+
+
 def _assigned(x, value):
     y = x * 1.0                        # a non-leaf, so the assignment is recorded
     y[1, 1:3] = value
@@ -387,6 +394,7 @@ NN_OPS = {
     "attention_weights": ([(3, 4), (5, 4), (5, 2)], ["any"] * 3,
                           lambda q, k, v: _sdpa(q, k, v, is_causal=True)[1]),
     "embedding": ([(5, 3)], ["any"], lambda w: _run_op(_Embedding, w, indices=TOKEN_IDS)),
+    "dropout": ([(3, 4)], ["any"], lambda x: _seeded(F.dropout, x, 0.5)),
     "astype": ([(3, 4)], ["any"], lambda x: x.astype(np.float64)),
     "setitem": ([(3, 4), (2,)], ["any", "any"], _assigned),
     "custom_function": ([(3, 4)], ["any"], lambda x: _Cube.apply(x)),

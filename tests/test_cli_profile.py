@@ -18,9 +18,9 @@ def test_profile_prints_the_table_and_the_summary_and_writes_a_trace(tmp_path, c
                            "adam, seed 0")
     rows = {line.split()[0]: line.split() for line in text.splitlines()
             if re.match(r"[A-Z][A-Za-z]+ +\d+ ", line)}
-    # the default MLP: three Linear layers, two ReLUs, two dropouts (x * mask)
+    # the default MLP: three Linear layers, two ReLUs, two dropouts
     assert rows["LinearBackward"][1:2] == ["3"] and rows["ReLUBackward"][1:2] == ["2"]
-    assert rows["MulBackward"][1:2] == ["2"] and rows["CrossEntropyBackward"][1:2] == ["1"]
+    assert rows["DropoutBackward"][1:2] == ["2"] and rows["CrossEntropyBackward"][1:2] == ["1"]
     assert re.search(r"^graph memory = \d+\.\dx parameter memory; backward took \d+\.\dx "
                      r"forward$", text, flags=re.M)
     assert "optimizer step (adam)" in text and str(trace) in text

@@ -44,6 +44,7 @@ from tinytorch.core.transformer import (
     GPT, MLP, KVCache, LayerNorm, TransformerBlock, create_causal_mask,
 )
 from tinytorch.core.serialization import load, save
+from tinytorch.compiler import compile
 from tinytorch.core import (
     activations, attention, dataloader, embeddings, functional, init, layers, losses,
     optimizers, spatial, tokenization, training, transformer,
@@ -71,7 +72,7 @@ __all__ = [
     "Trainer", "CosineSchedule", "StepSchedule", "clip_grad_norm", "clip_grad_norm_",
     "DivergenceError",
     "Dataset", "TensorDataset", "Subset", "DataLoader", "random_split",
-    "save", "load",
+    "save", "load", "compile",
     # convolutional networks (module 09)
     "Conv2d", "MaxPool2d", "AvgPool2d", "BatchNorm2d", "BatchNorm1d",
     # language models (modules 10-13 and 17)

@@ -74,7 +74,7 @@ def train(args):
     model = _build(kind, config, data, usage=True)
     run = RunFolder.claim(args.out, overwrite=args.overwrite)
     try:
-        kind.train(config, data, model, run)
+        kind.train(config, data, model, run, compile=args.compile)
     except KeyboardInterrupt as stop:                   # Ctrl-C, SIGTERM
         raise Stopped(stop_status(stop), f"{stop_reason(stop)}; {run.where()}") from None
     except DivergenceError as error:
@@ -495,6 +495,9 @@ def build_parser():
                            default=None, metavar=option.metavar, help=option.help)
     SEED.add_to(p)
     THREADS.add_to(p)
+    p.add_argument("--compile", action="store_true",
+                   help="run each step's forward and backward with tinytorch.compile: recorded "
+                        "once per batch shape, then replayed; the same numbers, faster")
     p.add_argument("--out", metavar="DIR", default=None,
                    help="folder for the run's files; refused if it holds a run already, unless "
                         "--overwrite is given (default: a new folder runs/<date>-<time>)")

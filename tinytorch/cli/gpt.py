@@ -25,7 +25,9 @@ import time
 
 import numpy as np
 
-from tinytorch.cli.kinds import BATCH_SIZE, ModelKind, parameter_count, write_curves
+from tinytorch.cli.kinds import (
+    BATCH_SIZE, ModelKind, parameter_count, print_compile_summary, write_curves,
+)
 from tinytorch.cli.options import Option
 
 LOG_EVERY = 50                  # steps between progress lines (and evaluations, which print too)
@@ -154,7 +156,7 @@ class GPTKind(ModelKind):
                 f"{config['context']}; {count:,} parameters)")
 
     # ----- training ---------------------------------------------------------------------------
-    def train(self, config, data, model, run):
+    def train(self, config, data, model, run, compile=False):
         from tinytorch.core.optimizers import AdamW
         from tinytorch.core.training import Trainer, format_loss
 
@@ -165,7 +167,8 @@ class GPTKind(ModelKind):
         optimizer = AdamW([{"params": decay, "weight_decay": config["weight_decay"]},
                            {"params": no_decay, "weight_decay": 0.0}],
                           lr=config["lr"], betas=(config["beta1"], config["beta2"]))
-        trainer = Trainer(model, optimizer, next_token_loss(V), grad_clip_norm=config["grad_clip"])
+        trainer = Trainer(model, optimizer, next_token_loss(V), grad_clip_norm=config["grad_clip"],
+                          compile=compile)
         rng = np.random.default_rng(config["seed"])
         quick = quick_windows(data.val, T, config["eval_windows"])
         history = {"config": config, "step": [], "train_loss": [], "lr": [], "seconds": [],
@@ -227,6 +230,7 @@ class GPTKind(ModelKind):
         title = (f"a GPT on {config['dataset']} ({config['layers']} layers, embedding "
                  f"{config['embed_dim']}, {config['steps']} steps): validation loss {final:.4f}")
         write_curves(run, plot_losses, history, title)
+        print_compile_summary(trainer)
 
     def evaluate(self, config, data, model, checkpoint, path):
         T, B = config["context"], config["batch_size"]
@@ -354,7 +358,7 @@ def next_token_loss(vocab_size):
     from tinytorch.core.functional import cross_entropy
 
     def loss(logits, targets):
-        return cross_entropy(logits.reshape(-1, vocab_size), np.asarray(targets).reshape(-1))
+        return cross_entropy(logits.reshape(-1, vocab_size), targets.reshape(-1))
     return loss
 
 

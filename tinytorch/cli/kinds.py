@@ -131,12 +131,13 @@ class ModelKind:
         """One line printed before training starts."""
         return f"training a {self.name} model, seed {config['seed']}"
 
-    def train(self, config, data, model, run):
+    def train(self, config, data, model, run, compile=False):
         """Train ``model``, printing progress; call ``run.save(...)`` after each epoch (or
         evaluation interval) so that an interrupted or diverged run keeps its last good state,
         and at the end. Training stops by exception (KeyboardInterrupt, DivergenceError):
         a :class:`~tinytorch.core.training.Trainer` checks every step, with ``fit`` for epochs
-        or ``train_step`` for a loop that counts steps."""
+        or ``train_step`` for a loop that counts steps; ``compile`` is its ``compile=``
+        (``--compile``)."""
         raise NotImplementedError
 
     def evaluate(self, config, data, model, checkpoint, path):
@@ -251,7 +252,7 @@ class ClassifierKind(ModelKind):
             raise ValueError(f"{where}: the checkpoint's config gives {config['classes']} "
                              f"classes, the {config['dataset']} data has {data.classes}")
 
-    def train(self, config, data, model, run):
+    def train(self, config, data, model, run, compile=False):
         from tinytorch.core.dataloader import DataLoader
         from tinytorch.core.losses import CrossEntropyLoss
         from tinytorch.core.training import CosineSchedule, Trainer, format_loss
@@ -260,7 +261,8 @@ class ClassifierKind(ModelKind):
         lr = config["lr"]
         optimizer = make_optimizer(config["optimizer"], model.parameters(), lr)
         schedule = CosineSchedule(max_lr=lr, min_lr=lr / 20, total_epochs=config["epochs"])
-        trainer = Trainer(model, optimizer, CrossEntropyLoss(), scheduler=schedule)
+        trainer = Trainer(model, optimizer, CrossEntropyLoss(), scheduler=schedule,
+                          compile=compile)
         train_loader = DataLoader(data.train, batch_size=config["batch_size"], shuffle=True,
                                   seed=config["seed"])
         val_loader = DataLoader(data.val, batch_size=256)
@@ -283,6 +285,7 @@ class ClassifierKind(ModelKind):
         title = (f"{self.title} {self.sizes(config, data)} on {config['dataset']}: "
                  f"test accuracy {test_accuracy:.2%}")
         write_curves(run, plot_curves, history, title)
+        print_compile_summary(trainer)
 
     def evaluate(self, config, data, model, checkpoint, path):
         from tinytorch.core.dataloader import DataLoader
@@ -358,6 +361,14 @@ class MLP(ClassifierKind):
     def sizes(self, config, data):
         return "-".join(str(n) for n in [data.features]
                         + [config["hidden"]] * config["hidden_layers"] + [data.classes])
+
+
+def print_compile_summary(trainer):
+    """With --compile: how many steps were recorded (one per batch shape) and replayed."""
+    step = trainer._compiled_step
+    if step is not None:
+        print(f"compiled: {step.recordings} step shape{'s' if step.recordings != 1 else ''} "
+              f"recorded in {sum(step.record_seconds):.2f}s, {step.replays} steps replayed")
 
 
 def write_curves(run, plot, history, title):

@@ -26,7 +26,7 @@ import numbers
 
 import numpy as np
 
-from tinytorch.core.autograd import Function, run_op
+from tinytorch.core.autograd import Function, run_numpy, run_op
 from tinytorch.core.grad_mode import is_grad_enabled
 from tinytorch.core.layers import Linear, Module
 from tinytorch.core.ops import _swap_last_two
@@ -236,25 +236,33 @@ def attention(q, k, v, mask=None, is_causal=False, dropout_p=0.0, scale=None, ca
         scale = 1.0 / math.sqrt(q.shape[-1]) if q.shape[-1] else 1.0
     if is_causal and causal_offset is None:
         causal_offset = 0
-    blocked = None if mask is None else blocked_positions(mask, scores_shape)
-    probs = attention_weights(q.data, k.data, scale, blocked, causal_offset)
+    # The weights, the mask and the dropout draw are computed by run_numpy (ops without a
+    # gradient, which a recording of tinytorch.compile replays), not by bare NumPy calls.
+    blocked = None if mask is None else run_numpy(blocked_positions, mask, scores_shape)._data
+    probs = run_numpy(attention_weights, q, k, scale, blocked, causal_offset)
     recording = is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
     keep = None
     if recording and dropout_p > 0.0:
-        if dropout_p == 1.0:
-            keep = np.zeros(probs.shape, probs.dtype)
-        else:
-            keep = ((get_rng().random(probs.shape) >= dropout_p) * (1.0 / (1.0 - dropout_p))
-                    ).astype(probs.dtype)
-    out = run_op(ScaledDotProductAttentionBackward, q, k, v, probs=probs, scale=scale, keep=keep,
-                 blocked=blocked, causal_offset=causal_offset)
+        keep = run_numpy(_dropout_multipliers, probs, dropout_p)._data
+    out = run_op(ScaledDotProductAttentionBackward, q, k, v, probs=probs._data, scale=scale,
+                 keep=keep, blocked=blocked, causal_offset=causal_offset)
     if not need_weights:
         return out, None
-    if recording and (q.requires_grad or k.requires_grad):
-        weights = run_op(AttentionWeightsBackward, q, k, scale=scale, probs=probs.copy())
-    else:
-        weights = Tensor._make(probs.copy() if recording else probs)
-    return out, weights
+    if not recording:
+        return out, probs
+    copy = run_numpy(np.copy, probs)._data
+    if q.requires_grad or k.requires_grad:
+        return out, run_op(AttentionWeightsBackward, q, k, scale=scale, probs=copy)
+    return out, Tensor._make(copy)
+
+
+def _dropout_multipliers(probs, dropout_p):
+    """Inverted dropout of the weights: 0 or 1 / (1 - p) for each, drawn from tinytorch's
+    generator."""
+    if dropout_p == 1.0:
+        return np.zeros(probs.shape, probs.dtype)
+    return ((get_rng().random(probs.shape) >= dropout_p) * (1.0 / (1.0 - dropout_p))
+            ).astype(probs.dtype)
 
 
 def scaled_dot_product_attention(Q, K, V, mask=None, is_causal=False, dropout_p=0.0, scale=None):
@@ -346,10 +354,8 @@ class MultiHeadAttention(Module):
             past = cache.layer_length(layer)
             k, v = cache.update(layer, k, v)                          # (B, H, past + T, hd)
             causal_offset = past if is_causal and length > 1 else None
-        if mask is not None:
-            mask = np.asarray(mask.data if isinstance(mask, Tensor) else mask)
-            if mask.ndim == 3:                                        # (B, T, T): every head
-                mask = mask[:, None]
+        if mask is not None and np.ndim(mask._data if isinstance(mask, Tensor) else mask) == 3:
+            mask = run_numpy(np.expand_dims, mask, 1)                 # (B, T, T): every head
         out, _ = attention(q, k, v, mask=mask, dropout_p=self.dropout if self.training else 0.0,
                            causal_offset=causal_offset, need_weights=False)
         return self.out_proj(self._join_heads(out, batch, length))

@@ -39,6 +39,7 @@ from tinytorch.core import tensor as _tensor
 from tinytorch.core.anomaly import state as _anomaly_state
 from tinytorch.core.profiler import state as _profiler_state
 from tinytorch.core.inplace import sequence
+from tinytorch.core.tracing import state as _tracing
 from tinytorch.core.grad_mode import (  # noqa: F401  (re-exported: the curriculum's path)
     enable_autograd, enable_grad, is_grad_enabled, no_grad, set_grad_enabled,
 )
@@ -185,6 +186,8 @@ def _apply_custom_function(fn_cls, *inputs):
             f"@staticmethod forward(ctx, ...) and backward(ctx, grad). For an op with "
             f"forward(self, *arrays) and gradient(self, grad, *arrays), use run_op("
             f"{fn_cls.__name__}, ...); to get input gradients from a node, call node.apply(grad).")
+    if _tracing.recording:
+        _tracing.recorder.cannot_replay(f"the custom Function {fn_cls.__name__}")
     if _profiler_state.active and _profiler.records_op():
         return _profiler.record_op(_apply_custom_function, fn_cls, inputs, {},
                                    name=f"{fn_cls.__name__}Backward")
@@ -293,7 +296,37 @@ def run_op(op, *inputs, **params):
     else:
         result.grad_fn = None
         result.requires_grad = False
+    if _tracing.recording:                          # tinytorch.compile records this op
+        _tracing.recorder.record_op(node, inputs, params, result)
     return result
+
+
+def run_numpy(function, *inputs, **params):
+    """``function`` (a NumPy function) on the inputs' arrays, as a Tensor without a gradient:
+    comparisons, arg-max, conversions to integers. Unlike a bare NumPy call on ``t._data``, a
+    recording of ``tinytorch.compile`` sees it, as it sees every op.
+
+    >>> run_numpy(np.greater, x, 0.0)            # a bool Tensor
+    """
+    node = _NumpyCall(function)
+    Tensor = _tensor.Tensor
+    result = Tensor._make(node.forward(*[x._data if isinstance(x, Tensor) else x
+                                         for x in inputs], **params))
+    if _tracing.recording:
+        _tracing.recorder.record_op(node, inputs, params, result)
+    return result
+
+
+class _NumpyCall:
+    """The op object of :func:`run_numpy`: a NumPy function, no gradient rule."""
+
+    __slots__ = ("function",)
+
+    def __init__(self, function):
+        self.function = function
+
+    def forward(self, *values, **params):
+        return np.asarray(self.function(*values, **params))
 
 
 # --------------------------------------------------------------------------------------------
@@ -427,6 +460,8 @@ def _run_backward(roots, root_grads, retain_graph, create_graph, sink):
             input_grads = _checked_gradients(node, input_grads, create_graph)
         if check_finite:
             _anomaly.check_finite(node, input_grads)
+        if _tracing.recording:                      # tinytorch.compile records this node
+            _tracing.recorder.record_node(node, grad, input_grads)
         for t, g in zip(node.saved_tensors, input_grads):
             if g is None or not isinstance(t, Tensor):
                 continue
@@ -606,8 +641,12 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False):
         retain_graph = create_graph
     seeds = _seeds(tensors, grad_tensors, create_graph, "backward")
     sink = _GradientSink()
+    if _tracing.recording:
+        _tracing.recorder.begin_backward(tensors, seeds, retain_graph, create_graph, sink)
     _run_backward(tensors, seeds, retain_graph, create_graph, sink)
     sink.deliver()
+    if _tracing.recording:
+        _tracing.recorder.end_backward(sink)
 
 
 def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,
@@ -621,6 +660,8 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     >>> (dy,) = grad(x ** 3, x, create_graph=True)    # 3x^2 = 27
     >>> (d2y,) = grad(dy, x)                            # 6x = 18
     """
+    if _tracing.recording:
+        _tracing.recorder.cannot_replay("autograd.grad()")
     outputs, inputs = _as_list(outputs), _as_list(inputs)
     for i, t in enumerate(inputs):
         if not isinstance(t, _tensor.Tensor) or not t.requires_grad:
@@ -690,7 +731,8 @@ def _public_names():
 
 
 _ENGINE_NAMES = [
-    "Function", "FunctionCtx", "run_op", "backward", "grad", "unbroadcast", "sequence",
+    "Function", "FunctionCtx", "run_op", "run_numpy", "backward", "grad", "unbroadcast",
+    "sequence",
     "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "enable_autograd",
     "ShapeMismatchError",
 ]

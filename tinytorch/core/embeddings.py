@@ -18,7 +18,7 @@ import numbers
 
 import numpy as np
 
-from tinytorch.core.autograd import run_op
+from tinytorch.core.autograd import run_numpy, run_op
 from tinytorch.core.layers import Module
 from tinytorch.core.ops import EmbeddingBackward
 from tinytorch.core.tensor import Tensor, get_default_dtype, get_rng
@@ -66,6 +66,15 @@ def token_indices(indices, vocab_size, owner="Embedding"):
     return array
 
 
+def checked_ids(indices, vocab_size, owner="Embedding"):
+    """:func:`token_indices` of a Tensor as an op without a gradient (``autograd.run_numpy``):
+    a recording of ``tinytorch.compile`` then replays the check and the new ids; other inputs
+    (arrays, lists) are constants."""
+    if isinstance(indices, Tensor):
+        return run_numpy(token_indices, indices, vocab_size, owner)._data
+    return token_indices(indices, vocab_size, owner)
+
+
 class Embedding(Module):
     """A learned lookup table: ``weight[indices]``, one ``embed_dim`` vector per token id.
 
@@ -88,7 +97,7 @@ class Embedding(Module):
                              requires_grad=True, dtype=dtype)
 
     def forward(self, indices):
-        indices = token_indices(indices, self.vocab_size, "Embedding")
+        indices = checked_ids(indices, self.vocab_size, "Embedding")
         return run_op(EmbeddingBackward, self.weight, indices=indices)
 
     def extra_repr(self):
@@ -192,7 +201,7 @@ class EmbeddingLayer(Module):
             self.pos_encoding = None
 
     def forward(self, tokens):
-        indices = token_indices(tokens, self.vocab_size, "EmbeddingLayer")
+        indices = checked_ids(tokens, self.vocab_size, "EmbeddingLayer")
         if indices.ndim == 0:
             raise ValueError("EmbeddingLayer: expected token ids of shape (B, T) or (T,), got a "
                              "single id")

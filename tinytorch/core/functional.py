@@ -23,13 +23,13 @@ from fractions import Fraction
 
 import numpy as np
 
-from tinytorch.core.autograd import Function, run_op
+from tinytorch.core.autograd import Function, run_numpy, run_op
 from tinytorch.core.ops import _exp, _log, _raw, _where, mean_array, sigmoid_array
 from tinytorch.core.spatial_ops import (  # noqa: F401  (convolution and pooling: module 09)
     AvgPool2dBackward, BatchNormBackward, Conv2dBackward, Conv2dWeightGradBackward,
     ConvTranspose2dBackward, MaxPool2dBackward, avg_pool2d, batch_norm, conv2d, max_pool2d,
 )
-from tinytorch.core.tensor import Tensor
+from tinytorch.core.tensor import Tensor, get_rng
 
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -661,14 +661,14 @@ def _target_tensor(target, pred, name, probabilities=False):
     if isinstance(target, Tensor):
         if target.dtype != pred.dtype:
             target = (target.astype(pred.dtype) if target.requires_grad
-                      else Tensor._make(target._data.astype(pred.dtype)))
+                      else run_numpy(np.ndarray.astype, target, pred.dtype))
     else:
         target = Tensor._make(np.asarray(_raw(target), dtype=pred.dtype))
     if target.shape != pred.shape:
         raise ValueError(f"{name}: input and target need matching shapes, got input shape "
                          f"{pred.shape} and target shape {target.shape}")
     if probabilities:
-        _check_probabilities(target._data, name, "target")
+        run_numpy(_check_probabilities, target, name, "target")
     return target
 
 
@@ -783,7 +783,7 @@ def binary_cross_entropy(input, target, reduction="mean"):
     p = _as_tensor(input)
     _check_reduction(reduction, "binary_cross_entropy")
     target = _target_tensor(target, p, "binary_cross_entropy", probabilities=True)
-    _check_probabilities(p._data, "binary_cross_entropy", "input")
+    run_numpy(_check_probabilities, p, "binary_cross_entropy", "input")
     return run_op(BCEBackward, p, target, reduction=reduction)
 
 
@@ -807,8 +807,50 @@ def cross_entropy(input, target, reduction="mean"):
     """
     logits = _as_tensor(input)
     _check_reduction(reduction, "cross_entropy")
-    target = _class_indices(target, logits.shape, "cross_entropy")
+    target = (run_numpy(_class_indices, target, logits.shape, "cross_entropy")._data
+              if isinstance(target, Tensor) else _class_indices(target, logits.shape, "cross_entropy"))
     return run_op(CrossEntropyBackward, logits, target=target, reduction=reduction)
+
+
+# ----- dropout --------------------------------------------------------------------------------------
+
+class DropoutBackward(Function):
+    """Inverted dropout: y = x m, with m = 0 (probability p) or 1 / (1 - p) drawn for each element
+    from tinytorch's generator (``manual_seed``);  dy/dx = m.
+
+    The mask is drawn in ``forward``, so every run of the op (also a replay of
+    ``tinytorch.compile``) draws a new one, in the order the ops run.
+    """
+    __slots__ = ("mask",)
+    reads_inputs = False
+
+    def forward(self, x, p=0.5):
+        keep = get_rng().random(x.shape) >= p
+        self.mask = (keep * (1.0 / (1.0 - p))).astype(x.dtype)
+        return x * self.mask
+
+    def gradient(self, grad, x):
+        return (grad * _constant(self.mask, grad),)
+
+    def release(self):
+        super().release()
+        self.mask = None
+
+
+def dropout(x, p=0.5, training=True):
+    """Zero each element with probability ``p`` and scale the rest by 1 / (1 - p) (while
+    ``training``; otherwise ``x`` itself), as ``torch.nn.functional.dropout``.
+
+    >>> dropout(Tensor(np.ones(4)), p=0.5)        # each element 0 or 2
+    """
+    x = _as_tensor(x)
+    if not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout: p must be a probability in [0, 1], got {p!r}")
+    if not training or p == 0.0:
+        return x
+    if p == 1.0:
+        return x * Tensor._make(np.zeros(x.shape, dtype=x.dtype))
+    return run_op(DropoutBackward, x, p=float(p))
 
 
 # ----- the fused linear layer ---------------------------------------------------------------------

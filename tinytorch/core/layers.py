@@ -23,8 +23,9 @@ from collections import namedtuple
 
 import numpy as np
 
-from tinytorch.core.functional import linear
+from tinytorch.core.functional import dropout, linear
 from tinytorch.core.tensor import Tensor, get_default_dtype, get_rng
+from tinytorch.core.tracing import replayed_as_a_call
 
 __all__ = ["Module", "Layer", "Parameter", "Linear", "Dropout", "Sequential", "set_training_mode"]
 
@@ -238,6 +239,7 @@ class Module:
         """Evaluation mode (e.g. Dropout becomes the identity); same as ``train(False)``."""
         return self.train(False)
 
+    @replayed_as_a_call
     def zero_grad(self):
         """Forget the gradients of all parameters (``grad`` becomes None)."""
         for tensor in self.parameters():
@@ -372,14 +374,7 @@ class Dropout(Module):
         self.p = float(p)
 
     def forward(self, x, training=None):
-        x = x if isinstance(x, Tensor) else Tensor(x)
-        active = self.training if training is None else training
-        if not active or self.p == 0.0:
-            return x
-        if self.p == 1.0:
-            return x * Tensor._make(np.zeros(x.shape, dtype=x.dtype))
-        keep = get_rng().random(x.shape) >= self.p
-        return x * Tensor._make((keep * (1.0 / (1.0 - self.p))).astype(x.dtype))
+        return dropout(x, self.p, self.training if training is None else training)
 
     def extra_repr(self):
         return f"p={self.p}"

@@ -23,6 +23,7 @@ import numbers
 import numpy as np
 
 from tinytorch.core.inplace import note_inplace
+from tinytorch.core.tracing import replayed_as_a_call
 from tinytorch.core.tensor import Tensor
 
 
@@ -100,11 +101,13 @@ class Optimizer:
             return self.param_groups[0][name]
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
+    @replayed_as_a_call
     def zero_grad(self):
         """Forget every parameter's gradient (``grad`` becomes None)."""
         for p in self.params:
             p.grad = None
 
+    @replayed_as_a_call
     def step(self):
         """Update every parameter that has a gradient, with the optimizer's rule (:meth:`update`).
 

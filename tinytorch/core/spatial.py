@@ -19,7 +19,7 @@ import numpy as np
 from tinytorch.core import init
 from tinytorch.core.layers import Module, _check_size
 from tinytorch.core.spatial_ops import (
-    _avg_pool2d, _check_images, _conv2d, _max_pool2d, _pair, batch_norm,
+    _avg_pool2d, _batch_norm, _check_images, _conv2d, _max_pool2d, _pair,
 )
 from tinytorch.core.tensor import Tensor, get_default_dtype
 
@@ -218,15 +218,12 @@ class _BatchNorm(Module):
     def forward(self, x):
         x = _as_tensor(x)
         self._check_input(x)
-        momentum = self.momentum
-        if self.training and self.track_running_stats:
-            self.num_batches_tracked.data += 1
-            if momentum is None:                 # cumulative average of all batches
-                momentum = 1.0 / float(self.num_batches_tracked.data)
-        # without running statistics (track_running_stats=False) even eval() uses the batch's
-        return batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                          training=self.training or not self.track_running_stats,
-                          momentum=momentum, eps=self.eps)
+        # without running statistics (track_running_stats=False) even eval() uses the batch's;
+        # the op counts the batches (and, with momentum None, averages them all)
+        return _batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                           training=self.training or not self.track_running_stats,
+                           momentum=self.momentum, eps=self.eps,
+                           num_batches_tracked=self.num_batches_tracked)
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "

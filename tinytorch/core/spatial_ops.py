@@ -511,10 +511,15 @@ class BatchNormBackward(Function):
     """
     __slots__ = ("axes", "training", "eps", "xhat", "inv_std", "mean")
 
-    def forward(self, x, weight, bias, running_mean, running_var, training, momentum, eps):
+    def forward(self, x, weight, bias, running_mean, running_var, training, momentum, eps,
+                num_batches_tracked=None):
         self.axes = (0,) + tuple(range(2, x.ndim))
         self.training, self.eps = training, eps
         shape = _channel_shape(x.ndim)
+        if training and num_batches_tracked is not None and running_mean is not None:
+            num_batches_tracked.data += 1            # the layer's counter, counted in the op
+            if momentum is None:                     # a cumulative average of all batches
+                momentum = 1.0 / float(num_batches_tracked.data)
         if training and x.size == 0:           # an empty batch: empty output, stats unchanged
             centered, var = x, np.ones((1,) * x.ndim, x.dtype)
             self.mean = None
@@ -685,6 +690,13 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     >>> batch_norm(Tensor([[1.0, 2.0], [3.0, 6.0]]), mean, var, training=True)  # [[-1, -1], [1, 1]]
     >>> mean                                                                    # [0.2, 0.4]
     """
+    return _batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
+
+
+def _batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
+                momentum=0.1, eps=1e-5, num_batches_tracked=None):
+    """The work of :func:`batch_norm`; ``num_batches_tracked`` (a layer's counter, a 0-d
+    integer Tensor) is incremented in training, and ``momentum=None`` then averages all batches."""
     who = "batch_norm"
     x = _as_tensor(input)
     if x.ndim < 2:
@@ -709,7 +721,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         raise ValueError(f"{who}: expected more than 1 value per channel when training, got "
                          f"input of shape {x.shape}")
     return run_op(BatchNormBackward, x, weight, bias, running_mean=running_mean,
-                  running_var=running_var, training=bool(training), momentum=momentum, eps=eps)
+                  running_var=running_var, training=bool(training), momentum=momentum, eps=eps,
+                  num_batches_tracked=num_batches_tracked)
 
 
 # The op classes and functions above (re-exported by functional.py); derived, so a new op needs

@@ -18,6 +18,8 @@ import numpy as np
 
 from tinytorch.core import autograd, hooks, inplace
 from tinytorch.core.grad_mode import is_grad_enabled, no_grad
+from tinytorch.core.tracing import note, replayed_as_a_call
+from tinytorch.core.tracing import state as _tracing
 
 _FLOAT_DTYPES = (np.float16, np.float32, np.float64)
 _default_dtype = np.dtype(np.float32)
@@ -48,6 +50,7 @@ def _to_array(data, dtype):
     dtype (the TinyTorch convention), bool stays bool, and a Tensor keeps its dtype.
     """
     if isinstance(data, Tensor):
+        note("Tensor(t) (a copy of a tensor's values)")
         return np.array(data._data, dtype=dtype)
     if dtype is not None:
         return np.array(data, dtype=dtype)
@@ -78,7 +81,7 @@ def _operand(value, like=None):
 def _as_float(tensor, dtype=None):
     """An integer or bool tensor as floats (``dtype``, default the default dtype); no gradient
     is lost, since such tensors cannot require one."""
-    return Tensor._make(tensor._data.astype(dtype or _default_dtype))
+    return autograd.run_numpy(np.ndarray.astype, tensor, dtype or _default_dtype)
 
 
 def _operands(tensor, other):
@@ -212,7 +215,8 @@ class Tensor:
             a, b = inputs
             if isinstance(a, Tensor):
                 return a._compare(b, ufunc)
-            return Tensor._make(ufunc(a, b._data))
+            return autograd.run_numpy(ufunc, a, b)
+        note(f"np.{ufunc.__name__} on a tensor")
         arrays = []
         for value in inputs:
             if isinstance(value, Tensor):
@@ -246,6 +250,7 @@ class Tensor:
             raise TypeError(
                 f"np.{func.__name__} on a tensor that requires grad would drop its gradient: "
                 f"use a tinytorch op, or apply it to t.detach() or t.data")
+        note(f"np.{func.__name__} on a tensor (its values)")
         return func(*_values_in(args), **_values_in(kwargs))
 
     # ----- data and grad -------------------------------------------------------------------------
@@ -272,6 +277,8 @@ class Tensor:
         see such a change: it is the escape hatch for updates that must not be recorded.""")
 
     def _set_grad(self, value):
+        if _tracing.recording:
+            _tracing.recorder.grad_assigned(self, value)
         self._grad = None if value is None else _gradient_for(self, value)
 
     grad = property(operator.attrgetter("_grad"), _set_grad, doc="""The gradient summed into
@@ -326,6 +333,7 @@ class Tensor:
         autograd.backward([self], [gradient], retain_graph=retain_graph,
                            create_graph=create_graph)
 
+    @replayed_as_a_call
     def zero_grad(self):
         """Forget the accumulated gradient (``grad`` becomes None)."""
         self._grad = None
@@ -342,6 +350,7 @@ class Tensor:
 
     def retain_grad(self):
         """Keep ``.grad`` on this non-leaf tensor after backward (leaves always keep it)."""
+        note("retain_grad()")
         hooks.retain_grad(self)
 
     def register_hook(self, hook):
@@ -353,6 +362,7 @@ class Tensor:
         >>> handle = x.register_hook(lambda g: g * 2)    # doubles the gradient reaching x
         >>> handle.remove()
         """
+        note("register_hook()")
         return hooks.register_hook(self, hook)
 
     def detach(self):
@@ -368,15 +378,18 @@ class Tensor:
     # ----- conversion --------------------------------------------------------------------------
     def numpy(self):
         """The underlying NumPy array (shared, not copied)."""
+        note("t.numpy()")
         return self._data
 
     def item(self):
         """The single element as a Python number."""
         if self._data.size != 1:
             raise ValueError(f"item() needs a tensor with exactly one element, got shape {self.shape}")
+        note("t.item()")
         return self._data.item()
 
     def tolist(self):
+        note("t.tolist()")
         return self._data.tolist()
 
     def __array__(self, dtype=None, copy=None):
@@ -385,6 +398,7 @@ class Tensor:
         if self.requires_grad:
             raise TypeError("NumPy cannot use a tensor that requires grad without dropping its "
                             "gradient: use a tinytorch op, or t.detach() / t.data / t.numpy()")
+        note("np.asarray(t) (a tensor's values)")
         if dtype is None:
             return self._data.copy() if copy else self._data
         return self._data.astype(dtype, copy=bool(copy))
@@ -393,7 +407,7 @@ class Tensor:
         """This tensor converted to ``dtype`` (differentiable between float dtypes)."""
         dtype = np.dtype(dtype)
         if dtype.type not in _FLOAT_DTYPES:
-            return Tensor._make(self._data.astype(dtype))
+            return autograd.run_numpy(np.ndarray.astype, self, dtype)
         return autograd.run_op(autograd.CastBackward, self, dtype=dtype)
 
     def to(self, dtype=None, *args, **kwargs):
@@ -462,6 +476,7 @@ class Tensor:
         if self._data.size != 1:
             raise ValueError(f"the truth value of a tensor with {self._data.size} elements is "
                              f"ambiguous; use .any() or .all()")
+        note("bool(t) (e.g. an if on a tensor)")
         return bool(self._data)
 
     def __format__(self, spec):
@@ -484,6 +499,7 @@ class Tensor:
     def __index__(self):
         if self._data.dtype.kind not in "iu" or self._data.size != 1:
             raise TypeError("only one-element integer tensors can be used as an index")
+        note("a tensor as a Python index")
         return int(self._data.item())
 
     def __iter__(self):
@@ -492,6 +508,7 @@ class Tensor:
     __hash__ = object.__hash__
 
     def __repr__(self):
+        note("printing a tensor")
         body = np.array2string(self._data, separator=", ", prefix="Tensor(")
         extra = ""
         if self.grad_fn is not None:
@@ -579,8 +596,7 @@ class Tensor:
 
     # ----- comparisons (no gradient) ------------------------------------------------------------
     def _compare(self, other, ufunc):
-        other = other._data if isinstance(other, Tensor) else other
-        return Tensor._make(ufunc(self._data, other))
+        return autograd.run_numpy(ufunc, self, other)
 
     def __eq__(self, other):
         return self._compare(other, np.equal)
@@ -631,9 +647,10 @@ class Tensor:
     def masked_fill(self, mask, value):
         """``value`` where ``mask`` is true (nonzero), this tensor elsewhere (differentiable in
         this tensor); ``mask`` broadcasts to this tensor's shape."""
-        mask = np.asarray(_array_of(mask)) != 0
-        return where(np.broadcast_to(mask, np.broadcast_shapes(mask.shape, self.shape)),
-                     value, self)
+        mask = autograd.run_numpy(np.not_equal, mask, 0)
+        full = autograd.run_numpy(np.broadcast_to, mask,
+                                  np.broadcast_shapes(mask.shape, self.shape))
+        return where(full, value, self)
 
     def clip(self, min=None, max=None):
         """Limit values to [min, max]; the gradient flows where min <= x <= max.
@@ -702,21 +719,21 @@ class Tensor:
 
     def any(self, axis=None, keepdims=False, dim=None, out=None):
         """True where any element (over ``axis``) is nonzero: a bool Tensor, no gradient."""
-        result = Tensor._make(np.any(self._data, axis=_axis(axis, dim), keepdims=keepdims))
+        result = autograd.run_numpy(np.any, self, axis=_axis(axis, dim), keepdims=keepdims)
         return _numpy_reduction_result(result, None, out)
 
     def all(self, axis=None, keepdims=False, dim=None, out=None):
         """True where all elements (over ``axis``) are nonzero: a bool Tensor, no gradient."""
-        result = Tensor._make(np.all(self._data, axis=_axis(axis, dim), keepdims=keepdims))
+        result = autograd.run_numpy(np.all, self, axis=_axis(axis, dim), keepdims=keepdims)
         return _numpy_reduction_result(result, None, out)
 
     def argmax(self, axis=None, keepdims=False, dim=None, out=None):
         _no_out("argmax", out)
-        return Tensor._make(np.argmax(self._data, axis=_axis(axis, dim), keepdims=keepdims))
+        return autograd.run_numpy(np.argmax, self, axis=_axis(axis, dim), keepdims=keepdims)
 
     def argmin(self, axis=None, keepdims=False, dim=None, out=None):
         _no_out("argmin", out)
-        return Tensor._make(np.argmin(self._data, axis=_axis(axis, dim), keepdims=keepdims))
+        return autograd.run_numpy(np.argmin, self, axis=_axis(axis, dim), keepdims=keepdims)
 
     # ----- shape ---------------------------------------------------------------------------------
     def reshape(self, *shape):
@@ -836,6 +853,7 @@ class Tensor:
 
     def _starts_inplace(self, other, symbol):
         """True when an in-place op must be recorded; a leaf that requires grad refuses."""
+        note(f"the in-place op {symbol}")
         recording = is_grad_enabled() and (
             self.requires_grad or (isinstance(other, Tensor) and other.requires_grad))
         if recording and self.grad_fn is None and self.requires_grad:
@@ -946,16 +964,21 @@ def _index_key(key):
     """
     if isinstance(key, tuple):
         return tuple(_index_key(k) for k in key)
-    if isinstance(key, Tensor):
-        key = key._data.copy()        # the graph keeps the key: later edits must not change it
-    elif isinstance(key, list):
+    if isinstance(key, Tensor):       # a copy: the graph keeps the key, later edits must not
+        return autograd.run_numpy(_index_array, key)._data        # change it (an op: compile)
+    if isinstance(key, list):
         key = np.asarray(key)
-    if isinstance(key, np.ndarray) and key.dtype.kind == "f":
-        as_int = key.astype(np.int64)
-        if not np.array_equal(as_int, key):
-            raise IndexError("tensors used as indices must hold integers (or bools for masks)")
-        key = as_int
-    return key
+    return _index_array(key) if isinstance(key, np.ndarray) and key.dtype.kind == "f" else key
+
+
+def _index_array(key):
+    """A copy of an index array, floats holding whole numbers read as integers."""
+    if key.dtype.kind != "f":
+        return key.copy()
+    as_int = key.astype(np.int64)
+    if not np.array_equal(as_int, key):
+        raise IndexError("tensors used as indices must hold integers (or bools for masks)")
+    return as_int
 
 
 # ----- creation functions ----------------------------------------------------------------------
@@ -963,6 +986,7 @@ def _index_key(key):
 _rng = np.random.default_rng()
 
 
+@replayed_as_a_call
 def manual_seed(seed):
     """Seed tinytorch's random number generator (randn, rand, layer initialisation, dropout)."""
     global _rng
@@ -1017,12 +1041,14 @@ def ones_like(t, dtype=None, requires_grad=False):
 
 def randn(*shape, dtype=None, requires_grad=False):
     """Standard normal samples: ``randn(2, 3)``."""
+    note("tt.randn (random numbers drawn outside an op)")
     data = _rng.standard_normal(_shape_args(shape)).astype(_creation_dtype(dtype))
     return Tensor._make(data).requires_grad_(requires_grad)
 
 
 def rand(*shape, dtype=None, requires_grad=False):
     """Uniform samples in [0, 1): ``rand(2, 3)``."""
+    note("tt.rand (random numbers drawn outside an op)")
     data = _rng.random(_shape_args(shape)).astype(_creation_dtype(dtype))
     return Tensor._make(data).requires_grad_(requires_grad)
 
@@ -1069,7 +1095,8 @@ def _axis_or_zero(axis, dim):
 
 def where(condition, a, b):
     """Elementwise ``a`` where ``condition`` is true, else ``b`` (differentiable in a and b)."""
-    condition = np.array(_array_of(condition), dtype=bool)     # a copy: the graph keeps it
+    condition = (autograd.run_numpy(np.array, condition, dtype=bool)._data   # a copy: the graph
+                 if isinstance(condition, Tensor) else np.array(condition, dtype=bool))  # keeps it
     if isinstance(a, Tensor):
         a, b = _operands(a, b)
     elif isinstance(b, Tensor):

@@ -21,6 +21,7 @@ from tinytorch.core.losses import (  # noqa: F401  (MSELoss, CrossEntropyLoss: T
     BCEWithLogitsLoss, BinaryCrossEntropyLoss, CrossEntropyLoss, MSELoss,
 )
 from tinytorch.core.tensor import Tensor
+from tinytorch.core.tracing import replayed_as_a_call
 
 
 # ----- learning-rate schedules ---------------------------------------------------------------
@@ -83,6 +84,7 @@ class StepSchedule:
 
 # ----- gradient clipping ---------------------------------------------------------------------
 
+@replayed_as_a_call
 def clip_grad_norm(parameters, max_norm=1.0):
     """Scale all gradients together so that their joint L2 norm is at most ``max_norm``.
 
@@ -152,19 +154,27 @@ class Trainer:
     outputs with one score per class (N, C), thresholded elements for the binary
     cross-entropy losses, and NaN where nothing is predicted (e.g. regression).
 
+    With ``compile=True`` each batch's forward, loss and backward run as one step of
+    :func:`tinytorch.compile`: recorded on the first batch of each shape, replayed on the
+    others, with the same numbers as eager execution, bit for bit (the checks and the optimizer
+    step stay eager). The loss is then checked after backward rather than before; a non-finite
+    one still stops training before the update.
+
     >>> trainer = Trainer(model, SGD(model.parameters(), lr=0.1), MSELoss())
     >>> loss = trainer.train_epoch(train_loader)
     >>> val_loss, val_accuracy = trainer.evaluate(val_loader)
     """
 
     def __init__(self, model, optimizer, loss_fn, scheduler=None, grad_clip_norm=None,
-                 check_finite=True):
+                 check_finite=True, compile=False):
         self.model = model
         self.optimizer = optimizer
         self.loss_fn = loss_fn
         self.scheduler = scheduler
         self.grad_clip_norm = grad_clip_norm
         self.check_finite = check_finite
+        self.compile = compile
+        self._compiled_step = None
         self.epoch = 0
         self.step = 0
         self.history = {"train_loss": [], "train_accuracy": [], "eval_loss": [],
@@ -193,13 +203,11 @@ class Trainer:
         batches = 0
         for inputs, targets in dataloader:
             batches += 1
-            outputs, loss, value = self._forward_loss(inputs, targets, batches)
+            # with accumulation, the window's summed loss (divided by its samples below)
+            outputs, value = self._forward_backward(inputs, targets, batches,
+                                                    weighted=accumulation_steps > 1 and not summed)
             n = _sample_count(outputs)
             weight = 1 if summed else n
-            if accumulation_steps == 1:
-                loss.backward()
-            else:                    # the window's summed loss; divided by its samples below
-                loss.backward(np.asarray(weight, dtype=loss.dtype))
             pending, window = pending + 1, window + n
             if pending == accumulation_steps:
                 self._update(batches, 1 if accumulation_steps == 1 or summed else window)
@@ -227,10 +235,38 @@ class Trainer:
         caller); ``self.step`` counts the steps, ``self.epoch`` and the history are unchanged.
         """
         self._set_training(True)
-        _, loss, value = self._forward_loss(inputs, targets, batch=None)
-        loss.backward()
+        _, value = self._forward_backward(inputs, targets, batch=None)
         self._update(batch=None)
         return value
+
+    def _forward_backward(self, inputs, targets, batch, weighted=False):
+        """``(outputs, loss value)`` of one batch, its gradients added into ``.grad``
+        (``weighted``: the loss times the batch's samples, for accumulation); DivergenceError
+        for a non-finite loss, before backward when eager, after it when compiled."""
+        if not self.compile:
+            outputs, loss, value = self._forward_loss(inputs, targets, batch)
+            _backward(loss, outputs, weighted)
+            return outputs, value
+        if self._compiled_step is None:
+            from tinytorch.compiler import compile
+            self._compiled_step = compile(self._step)
+        # integer arrays (token ids, class indices) as Tensors, which every op takes as it takes
+        # the arrays: a recording is keyed by a Tensor's shape but by an array's values
+        inputs, targets = (Tensor(a, dtype=a.dtype)
+                           if isinstance(a, np.ndarray) and a.dtype.kind in "iub" else a
+                           for a in (inputs, targets))
+        outputs, loss = self._compiled_step(inputs, targets, weighted)
+        value = loss.item()
+        if self.check_finite and not math.isfinite(value):
+            raise self._diverged(batch, f"the loss is {value}")
+        return outputs, value
+
+    def _step(self, inputs, targets, weighted):
+        """Forward, loss and backward of one batch: the step ``compile=True`` records."""
+        outputs = self._forward(inputs)
+        loss = self._loss(outputs, targets)
+        _backward(loss, outputs, weighted)
+        return outputs, loss
 
     def evaluate(self, dataloader):
         """Loss and accuracy over ``dataloader`` without changing the model: ``(loss, accuracy)``.
@@ -517,6 +553,13 @@ def _message(error):
     """The error's text on one line (a KeyError's without the quotes repr adds)."""
     text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
     return " ".join(text.split())
+
+
+def _backward(loss, outputs, weighted):
+    if weighted:
+        loss.backward(np.asarray(_sample_count(outputs), dtype=loss.dtype))
+    else:
+        loss.backward()
 
 
 def _sample_count(outputs):

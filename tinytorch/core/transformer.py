@@ -29,7 +29,7 @@ from tinytorch.core.activations import GELU
 from tinytorch.core.attention import MultiHeadAttention
 from tinytorch.core.autograd import run_op
 from tinytorch.core.grad_mode import is_grad_enabled, no_grad
-from tinytorch.core.embeddings import Embedding, PositionalEncoding, token_indices
+from tinytorch.core.embeddings import Embedding, PositionalEncoding, checked_ids, token_indices
 from tinytorch.core.functional import layer_norm
 from tinytorch.core.layers import Dropout, Linear, Module
 from tinytorch.core.ops import EmbeddingBackward
@@ -276,7 +276,7 @@ class GPT(Module):
                     weight.data[...] = rng.normal(0.0, residual_std, weight.shape)
 
     def forward(self, tokens, cache=None):
-        indices = token_indices(tokens, self.vocab_size, "GPT")
+        indices = checked_ids(tokens, self.vocab_size, "GPT")
         if indices.ndim != 2:
             raise ValueError(f"GPT: tokens must have shape (B, T), got {indices.shape}")
         start = 0 if cache is None else cache.length

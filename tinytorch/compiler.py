@@ -1,0 +1,627 @@
+"""``tinytorch.compile``: record a training step once, then replay it without the eager engine.
+
+The eager engine pays for its flexibility on every op: a Tensor and a graph node per op, a heap
+and per-edge checks in backward, in-place bookkeeping, hooks. For a step that runs the same
+ops on same-shaped data again and again, most of that work is the same every time.
+``compile(fn)`` runs ``fn`` eagerly once per *signature* (the shapes, dtypes and
+``requires_grad`` of its Tensor arguments, the values of its other arguments, the grad mode)
+while recording what it does:
+
+- every op ``run_op`` runs: the op object, which of the recorded values are its inputs, its
+  parameters; each op's object is kept as the kernel whose ``forward`` and ``gradient`` the
+  replay calls (so replayed numbers are eager's numbers, bit for bit);
+- every ``backward()``: the order in which the walk ran the nodes, where each input gradient
+  went (summed back to its input's shape, cast to its dtype, added to a waiting gradient or to
+  a leaf's total), and how the totals were delivered into ``.grad``;
+- the calls that change state outside the graph and are replayed as calls: an optimizer's
+  ``step()`` and ``zero_grad()``, ``Module.zero_grad()``, ``clip_grad_norm``.
+
+From the record it writes one straight-line Python function (``compiled.code(...)`` shows it):
+``v3 = K2(v1, v2)`` for each op, ``(g4, g5) = R7(g9, v1, v2)`` for each rule, sums in the
+order the engine made them, values dropped after their last use. Later calls with the same
+signature run that function on the new arguments' arrays: no Tensor or node objects, no heap,
+no per-edge checks. Parameters and other tensors the function reads but does not take as
+arguments are read when the replay runs, so optimizer updates and ``p.data = ...`` between
+calls are seen.
+
+Honest limits, as with ``jax.jit``: Python control flow that depends on tensor values, and any
+other Python state read while recording (a module's ``training`` flag, a Python number), is
+baked into the recording: compile train and eval steps separately. Operations a recording
+cannot replay are detected while recording; the function then runs eagerly for that signature
+(correct, just not faster), with a one-time warning naming the operation: reading values in
+Python (``.item()``, ``.numpy()``, ``.tolist()``, ``.data``, ``float(t)``, ``bool(t)``,
+printing a tensor, NumPy functions that are not operators), in-place edits of tensors, hooks,
+``retain_grad()``, random numbers drawn outside an op (``tt.randn`` inside the function),
+custom ``Function`` s, ``autograd.grad()``, ``create_graph``, anomaly mode, and returning
+anything but Tensors and ``None`` (nested in tuples, lists or dicts). Replayed results that
+are Tensors carry no graph (``grad_fn`` is None); call ``backward()`` inside the function.
+
+>>> model = tt.Sequential(tt.Linear(4, 8), tt.ReLU(), tt.Linear(8, 3))
+>>> optimizer = tt.SGD(model.parameters(), lr=0.1)
+>>> @tt.compile
+... def step(x, y):
+...     optimizer.zero_grad()
+...     loss = tt.CrossEntropyLoss()(model(x), y)
+...     loss.backward()
+...     optimizer.step()
+...     return loss
+>>> loss = step(x, y)       # records (eager), then every call with same-shaped x, y replays
+"""
+
+import builtins
+import collections
+import functools
+import inspect
+import itertools
+import re
+import sys
+import time
+import warnings
+
+import numpy as np
+
+from tinytorch import inlining
+from tinytorch.core import autograd, inplace, tracing
+from tinytorch.core.tensor import Tensor
+from tinytorch.core.grad_mode import state as _grad_mode
+from tinytorch.core.profiler import state as _profiler_state
+from tinytorch.core.tracing import state as _tracing
+
+__all__ = ["compile", "CompiledFunction"]
+
+
+def compile(fn=None, *, cache_size=8):
+    """Record ``fn`` once per signature and replay the record on later calls (see the module's
+    docstring). Use as ``compile(fn)``, ``@compile`` or ``@compile(cache_size=16)``.
+
+    ``cache_size`` recordings are kept, the least recently used dropped first. A function
+    whose signature keeps changing (typically a NumPy array argument, which is part of the
+    signature by its values: pass a Tensor instead) would record on every call; after
+    ``cache_size`` recordings dropped that way it warns once and runs eagerly from then on.
+    """
+    if fn is None:
+        return functools.partial(compile, cache_size=cache_size)
+    if not callable(fn):
+        raise TypeError(f"compile() needs a function, got {type(fn).__name__}")
+    if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 1:
+        raise ValueError(f"compile(): cache_size must be a positive int, got {cache_size!r}")
+    return CompiledFunction(fn, cache_size)
+
+
+class CompiledFunction:
+    """What :func:`compile` returns: call it like the function it wraps.
+
+    ``recordings`` counts the recordings made, ``replays`` the calls replayed; ``code(*args)``
+    is the Python source of the replay for those arguments' signature (for reading), and
+    ``record_seconds`` the time each recording took.
+    """
+
+    def __init__(self, fn, cache_size):
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.cache_size = cache_size
+        self._signature = inspect.signature(fn)
+        parameters = self._signature.parameters.values()
+        self._positional = (len(self._signature.parameters) if all(
+            p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in parameters) else -1)
+        self._cache = collections.OrderedDict()        # signature key -> _Replay or _Eager
+        self._warned = set()
+        self._dropped = 0                              # recordings dropped from a full cache
+        self.recordings = 0
+        self.replays = 0
+        self.record_seconds = []
+
+    def __call__(self, *args, **kwargs):
+        if kwargs or len(args) != self._positional:        # defaults and keywords: bind them
+            bound = self._signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            arguments = tuple(bound.arguments.values())
+        else:
+            arguments = args
+        key = _signature_key(arguments)
+        if key is None:
+            self._warn("an argument that is neither a Tensor nor a hashable value")
+            return self.fn(*args, **kwargs)
+        entry = self._cache.get(key)
+        if entry is not None:
+            self._cache.move_to_end(key)
+            if entry.__class__ is _Replay and entry.guards_hold() and not _profiler_state.active:
+                self.replays += 1
+                return entry.function(_tensors_in(arguments, []))
+            if entry.__class__ is _Eager:
+                return self.fn(*args, **kwargs)
+        return self._record(key, arguments, args, kwargs)
+
+    def _record(self, key, arguments, args, kwargs):
+        if (_tracing.recording or autograd._anomaly_state.enabled or _profiling()
+                or self._dropped > self.cache_size):
+            return self.fn(*args, **kwargs)            # nested, a mode that wants eager, thrashing
+        start = time.perf_counter()
+        recorder = _Recorder(arguments)
+        _tracing.recorder, _tracing.recording = recorder, True
+        try:
+            with _reading_data_is_noted():
+                result = self.fn(*args, **kwargs)
+        finally:
+            _tracing.recording, _tracing.recorder = False, None
+        entry = recorder.finish(result)
+        self.recordings += 1
+        self.record_seconds.append(time.perf_counter() - start)
+        if isinstance(entry, _Eager):
+            self._warn(entry.reason)
+        self._cache[key] = entry
+        if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+            self._dropped += 1
+            if self._dropped > self.cache_size:
+                warnings.warn(
+                    f"tinytorch.compile: {self.fn.__name__} was recorded {self.recordings} times "
+                    f"for as many signatures; it runs eagerly from now on. Is an argument new on "
+                    f"every call (a NumPy array or a Python number is part of the signature by its "
+                    f"value: pass a Tensor)?", RuntimeWarning, stacklevel=3)
+        return result
+
+    def _warn(self, reason):
+        if reason not in self._warned:
+            self._warned.add(reason)
+            warnings.warn(f"tinytorch.compile: {self.fn.__name__} runs eagerly for this signature "
+                          f"because it uses {reason}, which a recording cannot replay",
+                          RuntimeWarning, stacklevel=3)
+
+    def code(self, *args, **kwargs):
+        """The source of the replay for these arguments' signature (None if it runs eagerly)."""
+        bound = self._signature.bind(*args, **kwargs)
+        entry = self._cache.get(_signature_key(tuple(bound.arguments.values())))
+        return entry.source if isinstance(entry, _Replay) else None
+
+
+def _profiling():
+    """Whether a tinytorch.profiler block is open: it sees ops, so the step runs eagerly."""
+    return _profiler_state.active
+
+
+def _signature_key(arguments):
+    """What a recording depends on besides values: shapes, dtypes, requires_grad of the
+    Tensors, the other arguments' values, the grad mode. None when an argument is unhashable."""
+    parts = [_grad_mode.enabled]
+    for value in arguments:
+        if value.__class__ is Tensor:                         # the common case, first
+            data = value._data
+            parts.append((data.shape, data.dtype, value.requires_grad))
+            continue
+        part = _value_key(value)
+        if part is None:
+            return None
+        parts.append(part)
+    return tuple(parts)
+
+
+def _value_key(value):
+    if isinstance(value, Tensor):
+        return (value._data.shape, value._data.dtype, value.requires_grad)
+    if isinstance(value, (tuple, list)):
+        parts = tuple(_value_key(v) for v in value)
+        return None if None in parts else (type(value).__name__, parts)
+    if isinstance(value, dict):
+        parts = tuple((k, _value_key(v)) for k, v in value.items())
+        return None if any(p is None for _, p in parts) else ("dict", parts)
+    if isinstance(value, np.ndarray):
+        return ("A", value.shape, value.dtype.str, value.tobytes())
+    try:
+        hash(value)
+    except TypeError:
+        return None
+    return ("V", type(value).__name__, value)
+
+
+def _tensors_in(value, found):
+    """The Tensors inside an argument, in a fixed order (recording and replay agree on it)."""
+    if isinstance(value, Tensor):
+        found.append(value)
+    elif isinstance(value, (tuple, list)):
+        for v in value:
+            _tensors_in(v, found)
+    elif isinstance(value, dict):
+        for v in value.values():
+            _tensors_in(v, found)
+    return found
+
+
+class _Eager:
+    """A signature whose recording met something it cannot replay: run it eagerly."""
+
+    def __init__(self, reason):
+        self.reason = reason
+
+
+class _CannotReplay(Exception):
+    """Raised while writing the replay for a structure it cannot express."""
+
+
+# ----- recording ----------------------------------------------------------------------------------
+
+class _Recorder:
+    """Writes the replay function while the eager run goes on (see the module docstring).
+
+    Every array the run produces or reads gets a name: ``T[i]`` are the argument Tensors,
+    ``a<i>`` their arrays, ``v<n>`` op outputs, ``g<n>``/``t<n>`` gradients, ``E<n>`` Tensors
+    the function reads without taking them as arguments (``e<n>`` their arrays, read at first
+    use and again after each replayed call, which may replace them), ``C<n>`` constants,
+    ``K<n>``/``R<n>`` the ops' forward and gradient methods.
+    """
+
+    def __init__(self, arguments):
+        self.inputs = _tensors_in(arguments, [])
+        self.lines = []
+        self.env = {"_asarray": np.asarray, "_unbroadcast": autograd.unbroadcast,
+                    "_deliver": _deliver, "Tensor": Tensor}
+        self.names = {}              # id(Tensor or array) -> its name in the replay
+        self.constants = {}          # id(constant) -> its name
+        self.kept = []               # everything named, so that no id is reused while recording
+        self.counter = itertools.count()
+        self.externals = {}          # id(Tensor) -> (name, tensor)
+        self.fresh_reads = set()     # external names whose array variable is current
+        self.guards = []             # (tensor, shape, dtype, requires_grad) of external Tensors
+        self.reason = None
+        self.backward = None         # the walk being recorded
+        self.inliner = inlining.Inliner(self._constant, Tensor)
+        for i, t in enumerate(self.inputs):
+            self._name(t, f"T[{i}]")
+            self._name(t._data, f"a{i}")
+            self.lines.append(f"a{i} = T[{i}]._data")
+
+    # names ------------------------------------------------------------------------------------
+    def _name(self, obj, name):
+        self.names[id(obj)] = name
+        self.kept.append(obj)
+        return name
+
+    def _new(self, prefix):
+        return f"{prefix}{next(self.counter)}"
+
+    def _constant(self, value):
+        name = self.constants.get(id(value))
+        if name is None:
+            name = self.constants[id(value)] = self._new("C")
+            self.env[name] = value
+            self.kept.append(value)
+        return name
+
+    def _tensor(self, t):
+        """The name of a Tensor object in the replay (an argument or an external)."""
+        name = self.names.get(id(t))
+        if name is not None and not name[0] in "vgt":
+            return name
+        if id(t) not in self.externals:
+            name = self._new("E")
+            self.externals[id(t)] = (name, t)
+            self.env[name] = t
+            self.guards.append((t, t._data.shape, t._data.dtype, t.requires_grad))
+            self.kept.append(t)
+        return self.externals[id(t)][0]
+
+    def _array_of(self, t):
+        """The name of a Tensor's array in the replay."""
+        name = self.names.get(id(t._data))
+        if name is not None and (name in self.fresh_reads or not name.startswith("e")):
+            return name
+        tensor_name = self._tensor(t)
+        if tensor_name.startswith("T["):
+            return self.names[id(t._data)]
+        array_name = "e" + tensor_name[1:]
+        self.lines.append(f"{array_name} = {tensor_name}._data")
+        self.fresh_reads.add(array_name)
+        self._name(t._data, array_name)
+        return array_name
+
+    def _value(self, x):
+        """The name of an op's input or parameter value (arrays, Tensors, constants)."""
+        if isinstance(x, Tensor):
+            return self._array_of(x)
+        if isinstance(x, np.ndarray):
+            name = self.names.get(id(x))
+            return name if name is not None else self._constant(x)
+        if isinstance(x, tuple):
+            inner = [self._value(v) for v in x]
+            return "(" + "".join(f"{v}, " for v in inner) + ")"
+        return self._constant(x)
+
+    def _param(self, x):
+        """A parameter of an op: a Tensor parameter (a buffer an op updates, e.g. batch norm's
+        running statistics) is passed as the Tensor itself, not as its array."""
+        if isinstance(x, Tensor):
+            if id(x) in self.names and self.names[id(x)][0] == "v":
+                raise _CannotReplay("a tensor computed in the function as an op's parameter")
+            return self._tensor(x)
+        return self._value(x)
+
+    # what the engine reports ---------------------------------------------------------------------
+    def cannot_replay(self, operation):
+        if self.reason is None:
+            self.reason = operation
+
+    def record_op(self, node, inputs, params, result):
+        if self.reason is not None:
+            return
+        try:
+            values = [self._value(x) for x in inputs]
+            keywords = {k: self._param(v) for k, v in params.items()}
+        except _CannotReplay as error:
+            self.cannot_replay(str(error))
+            return
+        out = self._new("v")
+        try:
+            facts = {i: (x._data if isinstance(x, Tensor) else x) for i, x in enumerate(inputs)}
+            facts.update(params)
+            lines, call = self.inliner.inline(node.forward, node, values, keywords, facts)
+            self.lines.extend(lines)
+        except inlining.NotInlinable:
+            kernel = self._new("K")
+            self.env[kernel] = node.forward
+            call = f"{kernel}({', '.join(values + [f'{k}={v}' for k, v in keywords.items()])})"
+        self.lines.append(f"{out} = _asarray({call})" if result._data.ndim == 0 else
+                          f"{out} = {call}")
+        self._name(result, out)
+        self._name(result._data, out)
+        self.kept.append(node)
+
+    def record_call(self, function, args, kwargs):
+        """A call that changes state outside the graph (an optimizer's step...): replayed as a
+        call, after which every external array is read again."""
+        if self.reason is not None:
+            return
+        name = self._new("F")
+        self.env[name] = functools.partial(function, *args, **kwargs)
+        self.lines.append(f"{name}()")
+        self.fresh_reads.clear()
+
+    def grad_assigned(self, tensor, value):
+        if value is not None:
+            self.cannot_replay("an assignment to .grad")
+        elif self.reason is None:
+            self.lines.append(f"{self._tensor(tensor)}._grad = None")
+
+    def begin_backward(self, roots, seeds, retain_graph, create_graph, sink):
+        if create_graph:
+            self.cannot_replay("backward(create_graph=True)")
+        if self.reason is not None:
+            return
+        self.backward = _WalkRecord(self, sink)
+        self.backward.seed(roots, seeds)
+
+    def record_node(self, node, grad, input_grads):
+        if self.reason is None and self.backward is not None:
+            try:
+                self.backward.node(node, grad, input_grads)
+            except _CannotReplay as error:
+                self.cannot_replay(str(error))
+
+    def end_backward(self, sink):
+        if self.reason is None and self.backward is not None:
+            self.backward.deliver()
+        self.backward = None
+
+    # the result ------------------------------------------------------------------------------
+    def finish(self, result):
+        if self.reason is None:
+            try:
+                returned = self._returned(result)
+            except _CannotReplay as error:
+                self.cannot_replay(str(error))
+        if self.reason is not None:
+            return _Eager(self.reason)
+        body = _drop_dead_values(self.lines + [f"return {returned}"])
+        source = "def replay(T):\n" + "".join(f"    {line}\n" for line in body)
+        namespace = dict(self.env)
+        exec(builtins.compile(source, "<tinytorch.compile replay>", "exec"), namespace)
+        return _Replay(namespace["replay"], source, self.guards, self.kept)
+
+    def _returned(self, value):
+        if value is None:
+            return "None"
+        if isinstance(value, Tensor):
+            name = self.names.get(id(value))
+            if name is None:
+                name = self._tensor(value)
+            if name.startswith("v"):
+                return f"Tensor._make({name})"
+            return name
+        if isinstance(value, (tuple, list)):
+            inner = "".join(f"{self._returned(v)}, " for v in value)
+            return f"({inner})" if isinstance(value, tuple) else f"[{inner}]"
+        if isinstance(value, dict):
+            return "{" + ", ".join(f"{k!r}: {self._returned(v)}" for k, v in value.items()) + "}"
+        raise _CannotReplay(f"returning a {type(value).__name__} (return Tensors or None)")
+
+
+_SWAPPED_DATA = []
+
+
+class _reading_data_is_noted:
+    """While recording, ``t.data`` read by the user's code (not tinytorch's) is noted."""
+
+    def __enter__(self):
+        original = Tensor.__dict__["data"]
+
+        def read(tensor):
+            caller = sys._getframe(1).f_globals.get("__name__", "")
+            if not caller.startswith("tinytorch."):
+                tracing.note("t.data (a tensor's values)")
+            return tensor._data
+
+        _SWAPPED_DATA.append(original)
+        Tensor.data = property(read, original.fset, doc=original.__doc__)
+
+    def __exit__(self, *exc_info):
+        Tensor.data = _SWAPPED_DATA.pop()
+        return False
+
+
+
+
+class _WalkRecord:
+    """One ``backward()`` as the engine walked it, written as straight-line code.
+
+    It follows the engine's walk (``autograd._run_backward``) node by node: the gradient each
+    node received, its rule, and where each input gradient went, in the same order, so the
+    sums are the same sums.
+    """
+
+    def __init__(self, recorder, sink):
+        self.r = recorder
+        self.sink = sink
+        self.pending = {}            # node -> name of its summed gradient so far
+        self.totals = {}             # id(leaf) -> [leaf, name of its total, owned]
+        self.grad_names = {}         # id(grad array) -> name, for the node's incoming gradient
+
+    def seed(self, roots, seeds):
+        for root, grad in zip(roots, seeds):
+            name = self.r.names.get(id(grad)) or self.r._constant(grad)
+            node = root.grad_fn
+            if node is None:
+                if root.requires_grad:
+                    self._to_leaf(root, name, borrowed=True)
+            elif node in self.pending:
+                total = self.r._new("g")
+                self.r.lines.append(f"{total} = {self.pending[node]} + {name}")
+                self.pending[node] = total
+            else:
+                self.pending[node] = name
+
+    def node(self, node, grad, input_grads):
+        if node.hooks is not None:
+            raise _CannotReplay("a hook or retain_grad() on a tensor of the graph")
+        if not node.fresh_gradients or _overrides_apply(type(node)):
+            raise _CannotReplay(f"the user-defined op {type(node).__name__}")
+        incoming = self.pending.pop(node)
+        saved = [t._data if isinstance(t, Tensor) else t for t in node.saved_tensors]
+        if node.saves_output:
+            saved.append(node.output_data)
+        values = [self.r._value(v) for v in saved]
+        if len(input_grads) != len(node.saved_tensors):
+            raise _CannotReplay(f"{type(node).__name__} returning a gradient per input")
+        outputs = [self.r._new("t") if g is not None else "_" for g in input_grads]
+        try:
+            lines, results = self.r.inliner.inline(node.gradient, node, [incoming] + values, {},
+                                                   dict(enumerate([grad] + saved)))
+            if [r is None for r in results] != [g is None for g in input_grads]:
+                raise inlining.NotInlinable("its gradients differ from the recording's")
+            self.r.lines.extend(lines)
+            self.r.lines.extend(f"{o} = {r}" for o, r in zip(outputs, results) if r is not None)
+        except inlining.NotInlinable:
+            rule = self.r._new("R")
+            self.r.env[rule] = node.gradient
+            self.r.lines.append(f"({''.join(o + ', ' for o in outputs)}) = "
+                                f"{rule}({', '.join([incoming] + values)})")
+        for t, g, name in zip(node.saved_tensors, input_grads, outputs):
+            if g is None or not isinstance(t, Tensor):
+                continue
+            data = t._data
+            if g.shape != data.shape:
+                self.r.lines.append(f"{name} = _unbroadcast({name}, {data.shape!r})")
+                g = autograd.unbroadcast(g, data.shape)
+            if g.dtype != data.dtype:
+                self.r.lines.append(f"{name} = {name}.astype({self.r._constant(data.dtype)})")
+                g = g.astype(data.dtype)
+            parent, requires_grad = t.grad_fn, t.requires_grad
+            if inplace.log.rebases:
+                parent, requires_grad = inplace.history_seen_by(node, t)
+            if parent is None:
+                if requires_grad:
+                    borrowed = (g is grad or not node.fresh_gradients
+                                or getattr(g, "base", None) is not None)
+                    self._to_leaf(t, name, borrowed)
+            elif parent in self.pending:
+                total = self.r._new("g")
+                self.r.lines.append(f"{total} = {self.pending[parent]} + {name}")
+                self.pending[parent] = total
+            else:
+                self.pending[parent] = name
+
+    def _to_leaf(self, leaf, name, borrowed):
+        entry = self.totals.get(id(leaf))
+        if entry is None:
+            self.totals[id(leaf)] = [leaf, name, not borrowed]
+            return
+        total = self.r._new("g")
+        self.r.lines.append(f"{total} = {entry[1]} + {name}")
+        entry[1], entry[2] = total, True
+
+    def deliver(self):
+        for leaf, name, owned in self.totals.values():
+            self.r.lines.append(f"_deliver({self.r._tensor(leaf)}, {name}, {owned})")
+
+
+def _overrides_apply(cls):
+    """Whether an op class replaces Function.apply (then only apply knows its rule)."""
+    owner = next(c for c in cls.__mro__ if "apply" in c.__dict__)
+    return owner is not autograd.Function
+
+
+def _deliver(leaf, total, owned):
+    """Add a replayed gradient total into ``leaf.grad``, as the engine's sink delivers it."""
+    if not owned:
+        total = total.copy()
+    elif not isinstance(total, np.ndarray):
+        total = np.asarray(total)
+    current = leaf._grad
+    if current is None:
+        leaf._grad = Tensor._make(total)
+    elif current.grad_fn is not None or not current._data.flags.writeable:
+        leaf._grad = current + total
+    else:
+        np.add(current._data, total, out=current._data)
+
+
+def _drop_dead_values(lines):
+    """``del`` each local array after its last use, so the replay holds no more memory than
+    the eager run (whose nodes free their saved values as backward passes them)."""
+    last_use = {}
+    for i, line in enumerate(lines):
+        for word in _words(line):
+            last_use[word] = i
+    result = []
+    for i, line in enumerate(lines):
+        result.append(line)
+        assigned = _assigned(line)
+        dead = sorted({w for w in _words(line) if last_use.get(w) == i and w[0] in "vgte"
+                      and w not in assigned and not line.startswith("return")})
+        if dead:
+            result.append("del " + ", ".join(dead))
+    return result
+
+
+_VALUE_NAME = re.compile(r"\b[vgtea]\d+\b")
+
+
+def _words(line):
+    """The local value names a line of the replay mentions."""
+    return _VALUE_NAME.findall(line)
+
+
+def _assigned(line):
+    left, sep, _ = line.partition(" = ")
+    return set(_words(left)) if sep else set()
+
+
+class _Replay:
+    """A recording: the replay function, its source, and what it assumed of the tensors it
+    reads without taking them as arguments (checked before each replay)."""
+
+    def __init__(self, function, source, guards, kept):
+        self.function, self.source, self.kept = function, source, kept
+        self.guards = [[t, t._data, shape, dtype, requires_grad]
+                       for t, shape, dtype, requires_grad in guards]
+
+    def guards_hold(self):
+        """Whether each external tensor still has its recorded shape, dtype and requires_grad
+        (an array seen before cannot have changed its shape or dtype: checked once)."""
+        for guard in self.guards:
+            t, seen, shape, dtype, requires_grad = guard
+            if t._data is not seen:
+                if t._data.shape != shape or t._data.dtype != dtype:
+                    return False
+                guard[1] = t._data
+            if t.requires_grad != requires_grad:
+                return False
+        return True
