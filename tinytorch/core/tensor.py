@@ -617,32 +617,41 @@ class Tensor:
         return self._compare(other, np.greater_equal)
 
     # ----- elementwise functions -----------------------------------------------------------------
+    # Integers go in as the default float dtype, as in PyTorch (``_floating``, inlined: these run
+    # for every op).
     def exp(self):
-        return autograd.run_op(autograd.ExpBackward, _floating(self))
+        x = self if self._data.dtype.kind == "f" else _as_float(self)
+        return autograd.run_op(autograd.ExpBackward, x)
 
     def log(self):
-        return autograd.run_op(autograd.LogBackward, _floating(self))
+        x = self if self._data.dtype.kind == "f" else _as_float(self)
+        return autograd.run_op(autograd.LogBackward, x)
 
     def sqrt(self):
-        return autograd.run_op(autograd.SqrtBackward, _floating(self))
+        x = self if self._data.dtype.kind == "f" else _as_float(self)
+        return autograd.run_op(autograd.SqrtBackward, x)
 
     def abs(self):
         return autograd.run_op(autograd.AbsBackward, self)
 
     def tanh(self):
-        return autograd.run_op(autograd.TanhBackward, _floating(self))
+        x = self if self._data.dtype.kind == "f" else _as_float(self)
+        return autograd.run_op(autograd.TanhBackward, x)
 
     def sigmoid(self):
-        return autograd.run_op(autograd.SigmoidBackward, _floating(self))
+        x = self if self._data.dtype.kind == "f" else _as_float(self)
+        return autograd.run_op(autograd.SigmoidBackward, x)
 
     def relu(self):
         return autograd.run_op(autograd.ReLUBackward, self)
 
     def sin(self):
-        return autograd.run_op(autograd.SinBackward, _floating(self))
+        x = self if self._data.dtype.kind == "f" else _as_float(self)
+        return autograd.run_op(autograd.SinBackward, x)
 
     def cos(self):
-        return autograd.run_op(autograd.CosBackward, _floating(self))
+        x = self if self._data.dtype.kind == "f" else _as_float(self)
+        return autograd.run_op(autograd.CosBackward, x)
 
     def masked_fill(self, mask, value):
         """``value`` where ``mask`` is true (nonzero), this tensor elsewhere (differentiable in
