@@ -1,11 +1,11 @@
-"""The ``tinytorch`` command line (also ``python -m tinytorch``): train, evaluate, graph, demo,
-profile (in :mod:`tinytorch.cli.profile`).
+"""The ``tinytorch`` command line (also ``python -m tinytorch``): train, evaluate, generate,
+graph, demo, profile (in :mod:`tinytorch.cli.profile`).
 
 Every failure ends with one line on stderr and a non-zero status: 2 for a bad option value, 1
 for everything else (a missing, damaged or inconsistent file, an unwritable output, diverging
 training), 130 after Ctrl-C and 128 + the signal's number after the other stop signals (143
-for SIGTERM, which stops a command as Ctrl-C does). Model kinds (``train --model``) live in :mod:`tinytorch.cli.kinds`,
-run folders in :mod:`tinytorch.cli.runs`.
+for SIGTERM, which stops a command as Ctrl-C does). Model kinds (``train --model``) live in
+:mod:`tinytorch.cli.kinds`, run folders in :mod:`tinytorch.cli.runs`.
 """
 
 import argparse
