@@ -431,8 +431,9 @@ def test_the_table_sorts_and_limits_rows():
     assert [line.split()[0] for line in rows][0] == "ReLUBackward" and saved[0] == 240
     with pytest.raises(ValueError, match="sort by one of"):
         prof.table(sort_by="cpu_time")
-    with pytest.raises(ValueError, match="row_limit"):
-        prof.table(row_limit=-1)
+    for bad in (-1, True, 2.0):
+        with pytest.raises(ValueError, match="row_limit"):
+            prof.table(row_limit=bad)
 
 
 def test_the_summary_totals_and_reads_as_a_sentence():

@@ -108,7 +108,8 @@ class profile:
         """
         if sort_by not in SORT_KEYS:
             raise ValueError(f"table(sort_by={sort_by!r}): sort by one of {', '.join(SORT_KEYS)}")
-        if row_limit is not None and (not isinstance(row_limit, int) or row_limit < 0):
+        if row_limit is not None and (not isinstance(row_limit, int) or isinstance(row_limit, bool)
+                                      or row_limit < 0):
             raise ValueError(f"table(row_limit={row_limit!r}): give a number of rows >= 0, or None")
         rows = self.key_averages()
         total = OpStats("Total", *(sum(getattr(r, f) for r in rows) for f in _SUMMED))
