@@ -266,7 +266,8 @@ class ProfileSummary:
                 f"{format_bytes(self.parameter_bytes)}, gradients "
                 f"{format_bytes(self.gradient_bytes)}\n"
                 f"  time: forward {format_time(self.forward_time)} in {self.ops} ops, backward "
-                f"{format_time(self.backward_time)} in {self.nodes} nodes and AccumulateGrad, "
+                f"{format_time(self.backward_time)} in {self.nodes} nodes, AccumulateGrad and the walk "
+                f"between them, "
                 f"{format_time(outside)} outside both; {format_time(self.wall_time)} in the "
                 f"block")
 

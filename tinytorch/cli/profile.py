@@ -31,8 +31,8 @@ def add_command(commands, kinds):
                     "backward time). --trace also writes every op and node as a Chrome trace.")
     p.add_argument("--model", choices=list(kinds), default=default,
                    help=f"the kind of model, as for 'train' (default: {default})")
-    Option("batch_size", int, None, "samples in the batch (default: the model's training "
-           "batch size); at most the training split's", low=1, high=65_536,
+    Option("batch_size", int, None, "samples in the batch; at most the training split's",
+           low=1, high=65_536,
            default_text="the model's --batch-size for 'train'").add_to(p, unset=True)
     p.add_argument("--trace", metavar="FILE", default=None,
                    help="also write the events to FILE as a Chrome trace (JSON), viewable in "
