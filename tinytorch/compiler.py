@@ -518,7 +518,7 @@ class _WalkRecord:
                 continue
             data = t._data
             if g.shape != data.shape:
-                self.r.lines.append(f"{name} = _unbroadcast({name}, {data.shape!r})")
+                self.r.lines.append(f"{name} = {_unbroadcast_code(name, g.shape, data.shape)}")
                 g = autograd.unbroadcast(g, data.shape)
             if g.dtype != data.dtype:
                 self.r.lines.append(f"{name} = {name}.astype({self.r._constant(data.dtype)})")
@@ -550,6 +550,24 @@ class _WalkRecord:
     def deliver(self):
         for leaf, name, owned in self.totals.values():
             self.r.lines.append(f"_deliver({self.r._tensor(leaf)}, {name}, {owned})")
+
+
+def _unbroadcast_code(name, grad_shape, shape):
+    """``autograd.unbroadcast(name, shape)`` for a gradient of ``grad_shape``, written out: the
+    same sums, with the decisions (which axes, whether a scalar comes out) taken now, since
+    both shapes are fixed for the recording's signature."""
+    code, extra = name, len(grad_shape) - len(shape)
+    if extra < 0:                                 # the engine reports this shape as an error
+        raise _CannotReplay("a gradient of the wrong shape")
+    if extra:
+        code = f"{code}.sum(axis={0 if extra == 1 else tuple(range(extra))!r})"
+        if not shape:                             # summed to a NumPy scalar: keep an array
+            code = f"_asarray({code})"
+        grad_shape = grad_shape[extra:]
+    stretched = tuple([i for i, n in enumerate(shape) if n == 1 and grad_shape[i] != 1])
+    if stretched:
+        code = f"{code}.sum(axis={stretched!r}, keepdims=True)"
+    return code
 
 
 def _overrides_apply(cls):
