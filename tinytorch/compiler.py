@@ -262,6 +262,7 @@ class _Recorder:
         self.externals = {}          # id(Tensor) -> (name, tensor)
         self.fresh_reads = set()     # external names whose array variable is current
         self.guards = []             # (tensor, shape, dtype, requires_grad) of external Tensors
+        self.no_grad_yet = set()     # id(Tensor) whose ._grad the replay has just set to None
         self.reason = None
         self.backward = None         # the walk being recorded
         self.inliner = inlining.Inliner(self._constant, Tensor)
@@ -374,12 +375,14 @@ class _Recorder:
         self.env[name] = functools.partial(function, *args, **kwargs)
         self.lines.append(f"{name}()")
         self.fresh_reads.clear()
+        self.no_grad_yet.clear()
 
     def grad_assigned(self, tensor, value):
         if value is not None:
             self.cannot_replay("an assignment to .grad")
         elif self.reason is None:
             self.lines.append(f"{self._tensor(tensor)}._grad = None")
+            self.no_grad_yet.add(id(tensor))
 
     def begin_backward(self, roots, seeds, retain_graph, create_graph, sink):
         if create_graph:
@@ -549,7 +552,13 @@ class _WalkRecord:
 
     def deliver(self):
         for leaf, name, owned in self.totals.values():
-            self.r.lines.append(f"_deliver({self.r._tensor(leaf)}, {name}, {owned})")
+            tensor = self.r._tensor(leaf)
+            if id(leaf) in self.r.no_grad_yet:         # .grad is None: _deliver would wrap it
+                self.r.no_grad_yet.discard(id(leaf))
+                total = name if owned else f"{name}.copy()"
+                self.r.lines.append(f"{tensor}._grad = Tensor._make({total})")
+            else:
+                self.r.lines.append(f"_deliver({tensor}, {name}, {owned})")
 
 
 def _unbroadcast_code(name, grad_shape, shape):
