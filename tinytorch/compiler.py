@@ -61,7 +61,7 @@ import warnings
 import numpy as np
 
 from tinytorch import inlining
-from tinytorch.core import autograd, inplace, tracing
+from tinytorch.core import autograd, inplace, ops, tracing
 from tinytorch.core.tensor import Tensor
 from tinytorch.core.grad_mode import state as _grad_mode
 from tinytorch.core.profiler import state as _profiler_state
@@ -265,7 +265,7 @@ class _Recorder:
         self.no_grad_yet = set()     # id(Tensor) whose ._grad the replay has just set to None
         self.reason = None
         self.backward = None         # the walk being recorded
-        self.inliner = inlining.Inliner(self._constant, Tensor)
+        self.inliner = inlining.Inliner(self._constant, Tensor, {ops._select: _select})
         for i, t in enumerate(self.inputs):
             self._name(t, f"T[{i}]")
             self._name(t._data, f"a{i}")
@@ -598,6 +598,23 @@ def _deliver(leaf, total, owned):
         leaf._grad = current + total
     else:
         np.add(current._data, total, out=current._data)
+
+
+_FAST_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _select(mask, grad):
+    """``ops._select(mask, grad)`` (``grad * mask``, or ``np.where`` where ``grad`` has an inf
+    or a NaN), with a cheaper test first on large arrays: the dot product of ``grad`` with
+    itself (one BLAS pass, no temporary) is finite only when every element is, so then the
+    product is what ``ops._select`` returns; otherwise (a non-finite element, or a sum of
+    squares too large for the dtype) ``ops._select`` decides, with its own exact test."""
+    if (grad.__class__ is np.ndarray and grad.size >= 256 and grad.dtype in _FAST_FLOATS
+            and grad.flags.c_contiguous):
+        flat = grad.reshape(-1)
+        if np.isfinite(np.dot(flat, flat)):
+            return grad * mask
+    return ops._select(mask, grad)
 
 
 def _drop_dead_values(lines):
