@@ -122,12 +122,14 @@ class CompiledFunction:
         if key is None:
             self._warn("an argument that is neither a Tensor nor a hashable value")
             return self.fn(*args, **kwargs)
-        entry = self._cache.get(key)
+        cache = self._cache
+        entry = cache.get(key)
         if entry is not None:
-            self._cache.move_to_end(key)
+            if len(cache) > 1:
+                cache.move_to_end(key)
             if entry.__class__ is _Replay and entry.guards_hold() and not _profiler_state.active:
                 self.replays += 1
-                return entry.function(_tensors_in(arguments, []))
+                return entry.function(arguments if entry.flat else _tensors_in(arguments, []))
             if entry.__class__ is _Eager:
                 return self.fn(*args, **kwargs)
         return self._record(key, arguments, args, kwargs)
@@ -252,6 +254,7 @@ class _Recorder:
 
     def __init__(self, arguments):
         self.inputs = _tensors_in(arguments, [])
+        self.arguments = arguments
         self.lines = []
         self.env = {"_asarray": np.asarray, "_unbroadcast": autograd.unbroadcast,
                     "_deliver": _deliver, "Tensor": Tensor}
@@ -417,7 +420,8 @@ class _Recorder:
         source = "def replay(T):\n" + "".join(f"    {line}\n" for line in body)
         namespace = dict(self.env)
         exec(builtins.compile(source, "<tinytorch.compile replay>", "exec"), namespace)
-        return _Replay(namespace["replay"], source, self.guards, self.kept)
+        flat = all(a.__class__ is Tensor for a in self.arguments)     # T is the arguments
+        return _Replay(namespace["replay"], source, self.guards, self.kept, flat)
 
     def _returned(self, value):
         if value is None:
@@ -652,20 +656,43 @@ class _Replay:
     """A recording: the replay function, its source, and what it assumed of the tensors it
     reads without taking them as arguments (checked before each replay)."""
 
-    def __init__(self, function, source, guards, kept):
+    def __init__(self, function, source, guards, kept, flat=False):
         self.function, self.source, self.kept = function, source, kept
+        self.flat = flat             # the arguments are the Tensors the replay takes, in order
         self.guards = [[t, t._data, shape, dtype, requires_grad]
                        for t, shape, dtype, requires_grad in guards]
+        self.guards_hold = _guard_function(self.guards, self._array_changed)
 
-    def guards_hold(self):
-        """Whether each external tensor still has its recorded shape, dtype and requires_grad
-        (an array seen before cannot have changed its shape or dtype: checked once)."""
-        for guard in self.guards:
-            t, seen, shape, dtype, requires_grad = guard
-            if t._data is not seen:
-                if t._data.shape != shape or t._data.dtype != dtype:
-                    return False
-                guard[1] = t._data
-            if t.requires_grad != requires_grad:
-                return False
+    def _array_changed(self, i):
+        """Whether external tensor ``i``'s new array has the recorded shape and dtype (then it
+        is remembered: an array seen before cannot have changed its shape or dtype)."""
+        guard = self.guards[i]
+        t, _, shape, dtype, _ = guard
+        if t._data.shape != shape or t._data.dtype != dtype:
+            return False
+        guard[1] = t._data
         return True
+
+
+def _guard_function(guards, array_changed):
+    """``guards_hold()``: whether each external tensor still has its recorded shape, dtype and
+    requires_grad, as one generated expression (an array already seen passes with one ``is``)."""
+    if not guards:
+        return lambda: True
+    namespace = {"_changed": array_changed, "_seen": [g[1] for g in guards]}
+    tests = []
+    for i, (t, _, _, _, requires_grad) in enumerate(guards):
+        namespace[f"t{i}"] = t
+        tests.append(f"(t{i}._data is _seen[{i}] or _record({i})) "
+                     f"and t{i}.requires_grad == {bool(requires_grad)}")
+    source = "def guards_hold():\n    return (" + "\n            and ".join(tests) + ")\n"
+
+    def record(i):
+        if not array_changed(i):
+            return False
+        namespace["_seen"][i] = guards[i][1]
+        return True
+
+    namespace["_record"] = record
+    exec(builtins.compile(source, "<tinytorch.compile guards>", "exec"), namespace)
+    return namespace["guards_hold"]
