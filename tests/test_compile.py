@@ -396,3 +396,62 @@ def test_train_with_compile_writes_the_same_history_number_for_number(model, opt
                         capsys.readouterr().out)
     recordings, replays = map(int, summary.groups())
     assert 1 <= recordings <= 2 and replays >= 15          # the steps ran replayed
+
+
+# ----- what the recording decides once (issue 17 follow-up: the replay's fixed costs) -------------
+
+def test_the_fallback_and_thrashing_warnings_point_at_the_callers_line():
+    compiled = tt.compile(lambda x: (x * 2).sum().item())
+    with pytest.warns(RuntimeWarning, match="item") as caught:
+        compiled(tt.Tensor([1.0, 2.0]))
+    assert [w.filename for w in caught] == [__file__]
+    w = tt.Tensor([1.0, 2.0], requires_grad=True)
+    thrashing = tt.compile(lambda ids: _backward((w * tt.Tensor(ids)).sum()), cache_size=1)
+    with pytest.warns(RuntimeWarning, match="recorded 3 times") as caught:
+        for i in range(3):
+            thrashing(np.array([i, i + 1.0]))
+    assert {w.filename for w in caught} == {__file__}
+
+
+def test_a_step_reads_as_the_floors_code_where_the_recording_knows_the_shapes():
+    """Bias gradients summed with the axes written out, transposes as .T, one-line helpers
+    inlined, gradients of leaves whose .grad the step reset assigned directly; the numbers
+    stay eager's (checked bit for bit by the training-step tests above and below)."""
+    w = tt.Tensor(random_array((3, 4), 3), requires_grad=True)
+    b = tt.Tensor(random_array((4,), 4), requires_grad=True)
+    compiled = tt.compile(lambda x, y: _backward(_mse_after_zeroing(w, b, x, y)))
+    x, y = tt.Tensor(random_array((5, 3), 1)), tt.Tensor(random_array((5, 4), 2))
+    compiled(x, y)
+    source = compiled.code(x, y)
+    assert "_unbroadcast" not in source and ".sum(axis=0)" in source, source
+    assert "_swap_last_two" not in source and re.search(r"\w+\.T @ ", source), source
+    assert re.search(r"E\d+\._grad = Tensor\._make\(t\d+\)", source), source
+    assert "_deliver" not in source and "R" not in re.findall(r"\b([KR])\d+\(", source), source
+
+
+def _mse_after_zeroing(w, b, x, y):
+    w.grad = b.grad = None
+    return tt.functional.mse_loss((x @ w + b).tanh(), y)
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan, 3e30])
+def test_relus_gradient_with_non_finite_or_huge_numbers_is_eagers_bit_for_bit(bad):
+    """ReLU's rule selects (an inf or NaN at a blocked position gives 0, not NaN): the replay
+    inlines around it and keeps its test; the bits, signed zeros included, are eager's."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 30)).astype(np.float32)
+    upstream = rng.standard_normal((40, 30)).astype(np.float32)
+    upstream[0, :5] = bad                      # at blocked (x < 0) and passed positions
+    upstream[3] = -upstream[3]
+
+    def step(x, u):
+        return _backward((x.relu() * u).sum())
+
+    results = []
+    for run in (step, tt.compile(step)):
+        for call in range(3):
+            leaf_x = tt.Tensor(x, requires_grad=True)
+            run(leaf_x, tt.Tensor(upstream))
+            results.append(leaf_x.grad.data.view(np.uint32))
+    for got in results[1:]:
+        np.testing.assert_array_equal(got, results[0])

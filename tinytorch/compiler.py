@@ -53,6 +53,7 @@ import collections
 import functools
 import inspect
 import itertools
+import os
 import re
 import sys
 import time
@@ -61,7 +62,7 @@ import warnings
 import numpy as np
 
 from tinytorch import inlining
-from tinytorch.core import autograd, inplace, ops, tracing
+from tinytorch.core import autograd, inplace, tracing
 from tinytorch.core.tensor import Tensor
 from tinytorch.core.grad_mode import state as _grad_mode
 from tinytorch.core.profiler import state as _profiler_state
@@ -160,7 +161,7 @@ class CompiledFunction:
                     f"tinytorch.compile: {self.fn.__name__} was recorded {self.recordings} times "
                     f"for as many signatures; it runs eagerly from now on. Is an argument new on "
                     f"every call (a NumPy array or a Python number is part of the signature by its "
-                    f"value: pass a Tensor)?", RuntimeWarning, stacklevel=3)
+                    f"value: pass a Tensor)?", RuntimeWarning, stacklevel=_user_frame())
         return result
 
     def _warn(self, reason):
@@ -168,13 +169,25 @@ class CompiledFunction:
             self._warned.add(reason)
             warnings.warn(f"tinytorch.compile: {self.fn.__name__} runs eagerly for this signature "
                           f"because it uses {reason}, which a recording cannot replay",
-                          RuntimeWarning, stacklevel=3)
+                          RuntimeWarning, stacklevel=_user_frame())
 
     def code(self, *args, **kwargs):
         """The source of the replay for these arguments' signature (None if it runs eagerly)."""
         bound = self._signature.bind(*args, **kwargs)
         entry = self._cache.get(_signature_key(tuple(bound.arguments.values())))
         return entry.source if isinstance(entry, _Replay) else None
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _user_frame():
+    """The ``stacklevel`` of a warning issued here that names the first caller outside the
+    tinytorch package: the line that called the compiled function (or the Trainer)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _profiling():
@@ -268,7 +281,7 @@ class _Recorder:
         self.no_grad_yet = set()     # id(Tensor) whose ._grad the replay has just set to None
         self.reason = None
         self.backward = None         # the walk being recorded
-        self.inliner = inlining.Inliner(self._constant, Tensor, {ops._select: _select})
+        self.inliner = inlining.Inliner(self._constant, Tensor)
         for i, t in enumerate(self.inputs):
             self._name(t, f"T[{i}]")
             self._name(t._data, f"a{i}")
@@ -602,23 +615,6 @@ def _deliver(leaf, total, owned):
         leaf._grad = current + total
     else:
         np.add(current._data, total, out=current._data)
-
-
-_FAST_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def _select(mask, grad):
-    """``ops._select(mask, grad)`` (``grad * mask``, or ``np.where`` where ``grad`` has an inf
-    or a NaN), with a cheaper test first on large arrays: the dot product of ``grad`` with
-    itself (one BLAS pass, no temporary) is finite only when every element is, so then the
-    product is what ``ops._select`` returns; otherwise (a non-finite element, or a sum of
-    squares too large for the dtype) ``ops._select`` decides, with its own exact test."""
-    if (grad.__class__ is np.ndarray and grad.size >= 256 and grad.dtype in _FAST_FLOATS
-            and grad.flags.c_contiguous):
-        flat = grad.reshape(-1)
-        if np.isfinite(np.dot(flat, flat)):
-            return grad * mask
-    return ops._select(mask, grad)
 
 
 def _drop_dead_values(lines):

@@ -12,6 +12,11 @@ replay instead, with what the recording already knows filled in:
   signature of shapes and types only (a replay works on arrays, never on Tensors);
 - conditional expressions and ``if`` statements whose test has become a constant keep only
   the branch taken, and ``try`` keeps its body (a replay never fails where its recording ran);
+  ``x is None`` on an argument is a constant too, and so is ``len()`` of a constant;
+- a call of a one-line tinytorch helper (``def _raw(v): return v._data if isinstance(v,
+  Tensor) else v``) becomes its expression with the call's arguments in place, folded like
+  the rest (``_raw(out)`` is ``out`` in a replay, ``_swap_last_two(b)`` is ``b.T`` for a
+  matrix), so that a method calling helpers is inlined whole;
 - the method's own local names get a unique prefix, and the globals it uses (``np``,
   helpers such as ``_expand``) are passed to the replay under names of their own.
 
@@ -64,9 +69,8 @@ class Inliner:
     kind of method once. ``name_of(value)`` gives the replay's name for a global a method uses.
     """
 
-    def __init__(self, name_of, tensor_class, replacements=None):
+    def __init__(self, name_of, tensor_class):
         self.name_of, self.tensor_class = name_of, tensor_class
-        self.replacements = replacements or {}
         self.templates = {}          # (function, argument names) -> [(facts, template)]
         self.count = itertools.count()
 
@@ -120,7 +124,7 @@ class Inliner:
                     raise NotInlinable(f"missing {name}")
                 bindings[name] = default
         rewriter = _Rewriter(node, bindings, known, values, function.__globals__, self.name_of,
-                             self.tensor_class, self.replacements)
+                             self.tensor_class)
         lines, result = rewriter.statements(definition.body)
         if result is None:
             raise NotInlinable("no return")
@@ -248,11 +252,9 @@ class _Rewriter(ast.NodeTransformer):
     for an attribute of the op, ``("arg", param, fact)`` for an argument's shape, type...
     """
 
-    def __init__(self, node, bindings, known, values, module_globals, name_of, tensor_class,
-                 replacements=None):
+    def __init__(self, node, bindings, known, values, module_globals, name_of, tensor_class):
         self.node, self.bindings, self.known, self.values = node, bindings, known, values
         self.module_globals, self.name_of, self.tensor_class = module_globals, name_of, tensor_class
-        self.replacements = replacements or {}
         self.locals = set()
         self.facts = {}
         self.resolved = {}           # replay name -> object, for globals already renamed
@@ -404,10 +406,6 @@ class _Rewriter(ast.NodeTransformer):
                 return ast.Attribute(owner, "T", ast.Load())   # a matrix's transpose
             return ast.Call(ast.Attribute(owner, "swapaxes", ast.Load()), axes, [])
         function = self._global_function(func)
-        if function is not None and function in self.replacements:
-            return ast.Call(self._resolved(self.replacements[function]),
-                            [self.visit(a) for a in node.args],
-                            [self.visit(k) for k in node.keywords])
         if function is not None and self.depth < 8:
             expression = self._helper(function, node)
             if expression is not None:
