@@ -455,3 +455,25 @@ def test_relus_gradient_with_non_finite_or_huge_numbers_is_eagers_bit_for_bit(ba
             results.append(leaf_x.grad.data.view(np.uint32))
     for got in results[1:]:
         np.testing.assert_array_equal(got, results[0])
+
+
+def test_a_replay_checks_class_targets_as_eager_does():
+    """The replay checks integer targets' range only (their shape and dtype are the signature's);
+    a target out of range raises eager's error, and float targets keep eager's full check."""
+    w = tt.Tensor(random_array((3, 4), 5), requires_grad=True)
+    compiled = tt.compile(lambda x, t: _backward(tt.functional.cross_entropy(x @ w, t)))
+    x = tt.Tensor(random_array((5, 3), 6))
+    for targets in ([0, 1, 2, 3, 0], [3, 3, 0, 1, 2]):
+        compiled(x, tt.Tensor(np.array(targets), dtype=np.int64))
+    assert compiled.replays == 1 and "_class_targets(" in compiled.code(
+        x, tt.Tensor(np.zeros(5), dtype=np.int64))
+    for bad in ([0, 1, 4, 0, 0], [0, -1, 0, 0, 0]):
+        with pytest.raises(tt.functional.ClassIndexError, match="out of range") as replayed:
+            compiled(x, tt.Tensor(np.array(bad), dtype=np.int64))
+        with pytest.raises(tt.functional.ClassIndexError) as eager:
+            tt.functional.cross_entropy(x @ w, tt.Tensor(np.array(bad), dtype=np.int64))
+        assert str(replayed.value) == str(eager.value)
+    floats = tt.compile(lambda x, t: _backward(tt.functional.cross_entropy(x @ w, t)))
+    floats(x, tt.Tensor([0.0, 1.0, 2.0, 3.0, 0.0]))
+    with pytest.raises(ValueError, match="finite integer"):
+        floats(x, tt.Tensor([0.0, 1.5, 2.0, 3.0, 0.0]))

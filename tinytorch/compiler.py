@@ -63,6 +63,7 @@ import numpy as np
 
 from tinytorch import inlining
 from tinytorch.core import autograd, inplace, tracing
+from tinytorch.core.functional import _class_indices
 from tinytorch.core.tensor import Tensor
 from tinytorch.core.grad_mode import state as _grad_mode
 from tinytorch.core.profiler import state as _profiler_state
@@ -367,6 +368,12 @@ class _Recorder:
             self.cannot_replay(str(error))
             return
         out = self._new("v")
+        if _checks_class_targets(node, inputs):
+            self.env["_class_targets"] = _class_targets
+            self.lines.append(f"{out} = _class_targets({', '.join(values)})")
+            self._name(result, out)
+            self._name(result._data, out)
+            return
         try:
             facts = {i: (x._data if isinstance(x, Tensor) else x) for i, x in enumerate(inputs)}
             facts.update(params)
@@ -615,6 +622,25 @@ def _deliver(leaf, total, owned):
         leaf._grad = current + total
     else:
         np.add(current._data, total, out=current._data)
+
+
+def _checks_class_targets(node, inputs):
+    """Whether an op validates integer class targets for (N, C) logits (cross-entropy's)."""
+    if node.__class__ is not autograd._NumpyCall or node.function is not _class_indices:
+        return False
+    target, shape = inputs[0], inputs[1]
+    data = target._data if isinstance(target, Tensor) else target
+    return (isinstance(data, np.ndarray) and data.dtype.kind in "iu" and len(shape) == 2
+            and data.shape == (shape[0],))
+
+
+def _class_targets(target, logits_shape, name):
+    """``functional._class_indices`` in a replay: the targets' shape and integer dtype are the
+    recording's (the signature and the guards fix them), so only their range is checked, by
+    two reductions; out of range, ``_class_indices`` itself raises its error."""
+    if target.size and (target.min() < 0 or target.max() >= logits_shape[1]):
+        _class_indices(target, logits_shape, name)
+    return target.astype(np.intp)
 
 
 def _drop_dead_values(lines):
