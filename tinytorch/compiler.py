@@ -18,9 +18,15 @@ while recording what it does:
 
 From the record it writes one straight-line Python function (``compiled.code(...)`` shows it):
 ``v3 = K2(v1, v2)`` for each op, ``(g4, g5) = R7(g9, v1, v2)`` for each rule, sums in the
-order the engine made them, values dropped after their last use. Later calls with the same
-signature run that function on the new arguments' arrays: no Tensor or node objects, no heap,
-no per-edge checks. Parameters and other tensors the function reads but does not take as
+order the engine made them, values dropped after their last use. What depends only on the
+signature is decided while writing it: a gradient summed back to its input's shape is written
+as the sums it needs (``t5.sum(axis=0)``), small op methods and the one-line helpers they call
+are copied in with shapes and types folded (``inlining.py``), a gradient for a leaf whose
+``.grad`` the function has just set to None is assigned without the accumulation checks, and
+integer class targets are checked by their range only. Later calls with the same signature run
+that function on the new arguments' arrays: no Tensor or node objects, no heap, no per-edge
+checks; the call itself checks the signature and, in one generated expression, that the
+tensors read from outside kept their shapes, dtypes and ``requires_grad``. Parameters and other tensors the function reads but does not take as
 arguments are read when the replay runs, so optimizer updates and ``p.data = ...`` between
 calls are seen.
 
