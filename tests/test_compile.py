@@ -478,3 +478,23 @@ def test_a_replay_checks_class_targets_as_eager_does():
     floats(x, tt.Tensor([0.0, 1.0, 2.0, 3.0, 0.0]))
     with pytest.raises(ValueError, match="finite integer"):
         floats(x, tt.Tensor([0.0, 1.5, 2.0, 3.0, 0.0]))
+
+
+def test_the_inliners_tree_copy_equals_the_tree_for_every_op_method():
+    import ast
+
+    from tinytorch import inlining
+    from tinytorch.core import autograd, functional, ops, spatial_ops
+
+    methods = [getattr(cls, name) for module in (ops, functional, spatial_ops)
+               for cls in vars(module).values()
+               if isinstance(cls, type) and issubclass(cls, autograd.Function)
+               for name in ("forward", "gradient") if name in vars(cls)]
+    trees = [inlining._definition(m) for m in methods] + [
+        ast.parse("def f(x):\n    global g\n    return {**x, 'a': [1, (2, None)]}")]
+    assert len(trees) > 50
+    for tree in filter(None, trees):
+        copy = inlining._copy_tree(tree)
+        assert ast.dump(copy, include_attributes=True) == ast.dump(tree, include_attributes=True)
+        assert copy is not tree and all(a is not b for a, b in zip(ast.walk(copy), ast.walk(tree))
+                                        if isinstance(a, ast.AST))

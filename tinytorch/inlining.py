@@ -49,8 +49,8 @@ class NotInlinable(Exception):
 def _copy_tree(node):
     """A copy of an AST (the rewriter changes the tree it visits): ``copy.deepcopy`` without
     its memo and dispatch, ~5x faster, which is most of a small step's recording."""
-    if node.__class__ is list:
-        return [_copy_tree(n) for n in node]
+    if node.__class__ is list:                 # nodes, or None ({**d}'s key) and names
+        return [_copy_tree(n) if isinstance(n, (ast.AST, list)) else n for n in node]
     new = node.__class__.__new__(node.__class__)
     fields = new.__dict__
     for key, value in node.__dict__.items():
