@@ -396,3 +396,105 @@ def test_train_with_compile_writes_the_same_history_number_for_number(model, opt
                         capsys.readouterr().out)
     recordings, replays = map(int, summary.groups())
     assert 1 <= recordings <= 2 and replays >= 15          # the steps ran replayed
+
+
+# ----- what the recording decides once (issue 17 follow-up: the replay's fixed costs) -------------
+
+def test_the_fallback_and_thrashing_warnings_point_at_the_callers_line():
+    compiled = tt.compile(lambda x: (x * 2).sum().item())
+    with pytest.warns(RuntimeWarning, match="item") as caught:
+        compiled(tt.Tensor([1.0, 2.0]))
+    assert [w.filename for w in caught] == [__file__]
+    w = tt.Tensor([1.0, 2.0], requires_grad=True)
+    thrashing = tt.compile(lambda ids: _backward((w * tt.Tensor(ids)).sum()), cache_size=1)
+    with pytest.warns(RuntimeWarning, match="recorded 3 times") as caught:
+        for i in range(3):
+            thrashing(np.array([i, i + 1.0]))
+    assert {w.filename for w in caught} == {__file__}
+
+
+def test_a_step_reads_as_the_floors_code_where_the_recording_knows_the_shapes():
+    """Bias gradients summed with the axes written out, transposes as .T, one-line helpers
+    inlined, gradients of leaves whose .grad the step reset assigned directly; the numbers
+    stay eager's (checked bit for bit by the training-step tests above and below)."""
+    w = tt.Tensor(random_array((3, 4), 3), requires_grad=True)
+    b = tt.Tensor(random_array((4,), 4), requires_grad=True)
+    compiled = tt.compile(lambda x, y: _backward(_mse_after_zeroing(w, b, x, y)))
+    x, y = tt.Tensor(random_array((5, 3), 1)), tt.Tensor(random_array((5, 4), 2))
+    compiled(x, y)
+    source = compiled.code(x, y)
+    assert "_unbroadcast" not in source and ".sum(axis=0)" in source, source
+    assert "_swap_last_two" not in source and re.search(r"\w+\.T @ ", source), source
+    assert re.search(r"E\d+\._grad = Tensor\._make\(t\d+\)", source), source
+    assert "_deliver" not in source and "R" not in re.findall(r"\b([KR])\d+\(", source), source
+
+
+def _mse_after_zeroing(w, b, x, y):
+    w.grad = b.grad = None
+    return tt.functional.mse_loss((x @ w + b).tanh(), y)
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan, 3e30])
+def test_relus_gradient_with_non_finite_or_huge_numbers_is_eagers_bit_for_bit(bad):
+    """ReLU's rule selects (an inf or NaN at a blocked position gives 0, not NaN): the replay
+    inlines around it and keeps its test; the bits, signed zeros included, are eager's."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 30)).astype(np.float32)
+    upstream = rng.standard_normal((40, 30)).astype(np.float32)
+    upstream[0, :5] = bad                      # at blocked (x < 0) and passed positions
+    upstream[3] = -upstream[3]
+
+    def step(x, u):
+        return _backward((x.relu() * u).sum())
+
+    results = []
+    with np.errstate(invalid="ignore"):                   # inf * 0 in the product, both ways
+        for run in (step, tt.compile(step)):
+            for call in range(3):
+                leaf_x = tt.Tensor(x, requires_grad=True)
+                run(leaf_x, tt.Tensor(upstream))
+                results.append(leaf_x.grad.data.view(np.uint32))
+    for got in results[1:]:
+        np.testing.assert_array_equal(got, results[0])
+
+
+def test_a_replay_checks_class_targets_as_eager_does():
+    """The replay checks integer targets' range only (their shape and dtype are the signature's);
+    a target out of range raises eager's error, and float targets keep eager's full check."""
+    w = tt.Tensor(random_array((3, 4), 5), requires_grad=True)
+    compiled = tt.compile(lambda x, t: _backward(tt.functional.cross_entropy(x @ w, t)))
+    x = tt.Tensor(random_array((5, 3), 6))
+    for targets in ([0, 1, 2, 3, 0], [3, 3, 0, 1, 2]):
+        compiled(x, tt.Tensor(np.array(targets), dtype=np.int64))
+    assert compiled.replays == 1 and "_class_targets(" in compiled.code(
+        x, tt.Tensor(np.zeros(5), dtype=np.int64))
+    for bad in ([0, 1, 4, 0, 0], [0, -1, 0, 0, 0]):
+        with pytest.raises(tt.functional.ClassIndexError, match="out of range") as replayed:
+            compiled(x, tt.Tensor(np.array(bad), dtype=np.int64))
+        with pytest.raises(tt.functional.ClassIndexError) as eager:
+            tt.functional.cross_entropy(x @ w, tt.Tensor(np.array(bad), dtype=np.int64))
+        assert str(replayed.value) == str(eager.value)
+    floats = tt.compile(lambda x, t: _backward(tt.functional.cross_entropy(x @ w, t)))
+    floats(x, tt.Tensor([0.0, 1.0, 2.0, 3.0, 0.0]))
+    with pytest.raises(ValueError, match="finite integer"):
+        floats(x, tt.Tensor([0.0, 1.5, 2.0, 3.0, 0.0]))
+
+
+def test_the_inliners_tree_copy_equals_the_tree_for_every_op_method():
+    import ast
+
+    from tinytorch import inlining
+    from tinytorch.core import autograd, functional, ops, spatial_ops
+
+    methods = [getattr(cls, name) for module in (ops, functional, spatial_ops)
+               for cls in vars(module).values()
+               if isinstance(cls, type) and issubclass(cls, autograd.Function)
+               for name in ("forward", "gradient") if name in vars(cls)]
+    trees = [inlining._definition(m) for m in methods] + [
+        ast.parse("def f(x):\n    global g\n    return {**x, 'a': [1, (2, None)]}")]
+    assert len(trees) > 50
+    for tree in filter(None, trees):
+        copy = inlining._copy_tree(tree)
+        assert ast.dump(copy, include_attributes=True) == ast.dump(tree, include_attributes=True)
+        assert copy is not tree and all(a is not b for a, b in zip(ast.walk(copy), ast.walk(tree))
+                                        if isinstance(a, ast.AST))

@@ -18,11 +18,17 @@ while recording what it does:
 
 From the record it writes one straight-line Python function (``compiled.code(...)`` shows it):
 ``v3 = K2(v1, v2)`` for each op, ``(g4, g5) = R7(g9, v1, v2)`` for each rule, sums in the
-order the engine made them, values dropped after their last use. Later calls with the same
-signature run that function on the new arguments' arrays: no Tensor or node objects, no heap,
-no per-edge checks. Parameters and other tensors the function reads but does not take as
-arguments are read when the replay runs, so optimizer updates and ``p.data = ...`` between
-calls are seen.
+order the engine made them, values dropped after their last use. What depends only on the
+signature is decided while writing it: a gradient summed back to its input's shape is written
+as the sums it needs (``t5.sum(axis=0)``), small op methods and the one-line helpers they call
+are copied in with shapes and types folded (``inlining.py``), a gradient for a leaf whose
+``.grad`` the function has just set to None is assigned without the accumulation checks, and
+integer class targets are checked by their range only. Later calls with the same signature run
+that function on the new arguments' arrays: no Tensor or node objects, no heap, no per-edge
+checks; the call itself checks the signature and, in one generated expression, that the
+tensors read from outside kept their shapes, dtypes and ``requires_grad``. Parameters and
+other tensors the function reads but does not take as arguments are read when the replay
+runs, so optimizer updates and ``p.data = ...`` between calls are seen.
 
 Honest limits, as with ``jax.jit``: Python control flow that depends on tensor values, and any
 other Python state read while recording (a module's ``training`` flag, a Python number), is
@@ -53,6 +59,7 @@ import collections
 import functools
 import inspect
 import itertools
+import os
 import re
 import sys
 import time
@@ -62,6 +69,7 @@ import numpy as np
 
 from tinytorch import inlining
 from tinytorch.core import autograd, inplace, tracing
+from tinytorch.core.functional import _class_indices
 from tinytorch.core.tensor import Tensor
 from tinytorch.core.grad_mode import state as _grad_mode
 from tinytorch.core.profiler import state as _profiler_state
@@ -122,12 +130,14 @@ class CompiledFunction:
         if key is None:
             self._warn("an argument that is neither a Tensor nor a hashable value")
             return self.fn(*args, **kwargs)
-        entry = self._cache.get(key)
+        cache = self._cache
+        entry = cache.get(key)
         if entry is not None:
-            self._cache.move_to_end(key)
+            if len(cache) > 1:
+                cache.move_to_end(key)
             if entry.__class__ is _Replay and entry.guards_hold() and not _profiler_state.active:
                 self.replays += 1
-                return entry.function(_tensors_in(arguments, []))
+                return entry.function(arguments if entry.flat else _tensors_in(arguments, []))
             if entry.__class__ is _Eager:
                 return self.fn(*args, **kwargs)
         return self._record(key, arguments, args, kwargs)
@@ -158,7 +168,7 @@ class CompiledFunction:
                     f"tinytorch.compile: {self.fn.__name__} was recorded {self.recordings} times "
                     f"for as many signatures; it runs eagerly from now on. Is an argument new on "
                     f"every call (a NumPy array or a Python number is part of the signature by its "
-                    f"value: pass a Tensor)?", RuntimeWarning, stacklevel=3)
+                    f"value: pass a Tensor)?", RuntimeWarning, stacklevel=_user_frame())
         return result
 
     def _warn(self, reason):
@@ -166,13 +176,25 @@ class CompiledFunction:
             self._warned.add(reason)
             warnings.warn(f"tinytorch.compile: {self.fn.__name__} runs eagerly for this signature "
                           f"because it uses {reason}, which a recording cannot replay",
-                          RuntimeWarning, stacklevel=3)
+                          RuntimeWarning, stacklevel=_user_frame())
 
     def code(self, *args, **kwargs):
         """The source of the replay for these arguments' signature (None if it runs eagerly)."""
         bound = self._signature.bind(*args, **kwargs)
         entry = self._cache.get(_signature_key(tuple(bound.arguments.values())))
         return entry.source if isinstance(entry, _Replay) else None
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _user_frame():
+    """The ``stacklevel`` of a warning issued here that names the first caller outside the
+    tinytorch package: the line that called the compiled function (or the Trainer)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _profiling():
@@ -252,9 +274,9 @@ class _Recorder:
 
     def __init__(self, arguments):
         self.inputs = _tensors_in(arguments, [])
+        self.arguments = arguments
         self.lines = []
-        self.env = {"_asarray": np.asarray, "_unbroadcast": autograd.unbroadcast,
-                    "_deliver": _deliver, "Tensor": Tensor}
+        self.env = {"_asarray": np.asarray, "_deliver": _deliver, "Tensor": Tensor}
         self.names = {}              # id(Tensor or array) -> its name in the replay
         self.constants = {}          # id(constant) -> its name
         self.kept = []               # everything named, so that no id is reused while recording
@@ -262,6 +284,7 @@ class _Recorder:
         self.externals = {}          # id(Tensor) -> (name, tensor)
         self.fresh_reads = set()     # external names whose array variable is current
         self.guards = []             # (tensor, shape, dtype, requires_grad) of external Tensors
+        self.no_grad_yet = set()     # id(Tensor) whose ._grad the replay has just set to None
         self.reason = None
         self.backward = None         # the walk being recorded
         self.inliner = inlining.Inliner(self._constant, Tensor)
@@ -350,6 +373,12 @@ class _Recorder:
             self.cannot_replay(str(error))
             return
         out = self._new("v")
+        if _checks_class_targets(node, inputs):
+            self.env["_class_targets"] = _class_targets
+            self.lines.append(f"{out} = _class_targets({', '.join(values)})")
+            self._name(result, out)
+            self._name(result._data, out)
+            return
         try:
             facts = {i: (x._data if isinstance(x, Tensor) else x) for i, x in enumerate(inputs)}
             facts.update(params)
@@ -374,12 +403,14 @@ class _Recorder:
         self.env[name] = functools.partial(function, *args, **kwargs)
         self.lines.append(f"{name}()")
         self.fresh_reads.clear()
+        self.no_grad_yet.clear()
 
     def grad_assigned(self, tensor, value):
         if value is not None:
             self.cannot_replay("an assignment to .grad")
         elif self.reason is None:
             self.lines.append(f"{self._tensor(tensor)}._grad = None")
+            self.no_grad_yet.add(id(tensor))
 
     def begin_backward(self, roots, seeds, retain_graph, create_graph, sink):
         if create_graph:
@@ -414,7 +445,8 @@ class _Recorder:
         source = "def replay(T):\n" + "".join(f"    {line}\n" for line in body)
         namespace = dict(self.env)
         exec(builtins.compile(source, "<tinytorch.compile replay>", "exec"), namespace)
-        return _Replay(namespace["replay"], source, self.guards, self.kept)
+        flat = all(a.__class__ is Tensor for a in self.arguments)     # T is the arguments
+        return _Replay(namespace["replay"], source, self.guards, self.kept, flat)
 
     def _returned(self, value):
         if value is None:
@@ -518,7 +550,7 @@ class _WalkRecord:
                 continue
             data = t._data
             if g.shape != data.shape:
-                self.r.lines.append(f"{name} = _unbroadcast({name}, {data.shape!r})")
+                self.r.lines.append(f"{name} = {_unbroadcast_code(name, g.shape, data.shape)}")
                 g = autograd.unbroadcast(g, data.shape)
             if g.dtype != data.dtype:
                 self.r.lines.append(f"{name} = {name}.astype({self.r._constant(data.dtype)})")
@@ -549,7 +581,31 @@ class _WalkRecord:
 
     def deliver(self):
         for leaf, name, owned in self.totals.values():
-            self.r.lines.append(f"_deliver({self.r._tensor(leaf)}, {name}, {owned})")
+            tensor = self.r._tensor(leaf)
+            if id(leaf) in self.r.no_grad_yet:         # .grad is None: _deliver would wrap it
+                self.r.no_grad_yet.discard(id(leaf))
+                total = name if owned else f"{name}.copy()"
+                self.r.lines.append(f"{tensor}._grad = Tensor._make({total})")
+            else:
+                self.r.lines.append(f"_deliver({tensor}, {name}, {owned})")
+
+
+def _unbroadcast_code(name, grad_shape, shape):
+    """``autograd.unbroadcast(name, shape)`` for a gradient of ``grad_shape``, written out: the
+    same sums, with the decisions (which axes, whether a scalar comes out) taken now, since
+    both shapes are fixed for the recording's signature."""
+    code, extra = name, len(grad_shape) - len(shape)
+    if extra < 0:                                 # the engine reports this shape as an error
+        raise _CannotReplay("a gradient of the wrong shape")
+    if extra:
+        code = f"{code}.sum(axis={0 if extra == 1 else tuple(range(extra))!r})"
+        if not shape:                             # summed to a NumPy scalar: keep an array
+            code = f"_asarray({code})"
+        grad_shape = grad_shape[extra:]
+    stretched = tuple([i for i, n in enumerate(shape) if n == 1 and grad_shape[i] != 1])
+    if stretched:
+        code = f"{code}.sum(axis={stretched!r}, keepdims=True)"
+    return code
 
 
 def _overrides_apply(cls):
@@ -571,6 +627,25 @@ def _deliver(leaf, total, owned):
         leaf._grad = current + total
     else:
         np.add(current._data, total, out=current._data)
+
+
+def _checks_class_targets(node, inputs):
+    """Whether an op validates integer class targets for (N, C) logits (cross-entropy's)."""
+    if node.__class__ is not autograd._NumpyCall or node.function is not _class_indices:
+        return False
+    target, shape = inputs[0], inputs[1]
+    data = target._data if isinstance(target, Tensor) else target
+    return (isinstance(data, np.ndarray) and data.dtype.kind in "iu" and len(shape) == 2
+            and data.shape == (shape[0],))
+
+
+def _class_targets(target, logits_shape, name):
+    """``functional._class_indices`` in a replay: the targets' shape and integer dtype are the
+    recording's (the signature and the guards fix them), so only their range is checked, by
+    two reductions; out of range, ``_class_indices`` itself raises its error."""
+    if target.size and (target.min() < 0 or target.max() >= logits_shape[1]):
+        _class_indices(target, logits_shape, name)
+    return target.astype(np.intp)
 
 
 def _drop_dead_values(lines):
@@ -608,20 +683,43 @@ class _Replay:
     """A recording: the replay function, its source, and what it assumed of the tensors it
     reads without taking them as arguments (checked before each replay)."""
 
-    def __init__(self, function, source, guards, kept):
+    def __init__(self, function, source, guards, kept, flat=False):
         self.function, self.source, self.kept = function, source, kept
+        self.flat = flat             # the arguments are the Tensors the replay takes, in order
         self.guards = [[t, t._data, shape, dtype, requires_grad]
                        for t, shape, dtype, requires_grad in guards]
+        self.guards_hold = _guard_function(self.guards, self._array_changed)
 
-    def guards_hold(self):
-        """Whether each external tensor still has its recorded shape, dtype and requires_grad
-        (an array seen before cannot have changed its shape or dtype: checked once)."""
-        for guard in self.guards:
-            t, seen, shape, dtype, requires_grad = guard
-            if t._data is not seen:
-                if t._data.shape != shape or t._data.dtype != dtype:
-                    return False
-                guard[1] = t._data
-            if t.requires_grad != requires_grad:
-                return False
+    def _array_changed(self, i):
+        """Whether external tensor ``i``'s new array has the recorded shape and dtype (then it
+        is remembered: an array seen before cannot have changed its shape or dtype)."""
+        guard = self.guards[i]
+        t, _, shape, dtype, _ = guard
+        if t._data.shape != shape or t._data.dtype != dtype:
+            return False
+        guard[1] = t._data
         return True
+
+
+def _guard_function(guards, array_changed):
+    """``guards_hold()``: whether each external tensor still has its recorded shape, dtype and
+    requires_grad, as one generated expression (an array already seen passes with one ``is``)."""
+    if not guards:
+        return lambda: True
+    namespace = {"_seen": [g[1] for g in guards]}
+    tests = []
+    for i, (t, _, _, _, requires_grad) in enumerate(guards):
+        namespace[f"t{i}"] = t
+        tests.append(f"(t{i}._data is _seen[{i}] or _record({i})) "
+                     f"and t{i}.requires_grad == {bool(requires_grad)}")
+    source = "def guards_hold():\n    return (" + "\n            and ".join(tests) + ")\n"
+
+    def record(i):
+        if not array_changed(i):
+            return False
+        namespace["_seen"][i] = guards[i][1]
+        return True
+
+    namespace["_record"] = record
+    exec(builtins.compile(source, "<tinytorch.compile guards>", "exec"), namespace)
+    return namespace["guards_hold"]

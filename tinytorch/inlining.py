@@ -12,6 +12,11 @@ replay instead, with what the recording already knows filled in:
   signature of shapes and types only (a replay works on arrays, never on Tensors);
 - conditional expressions and ``if`` statements whose test has become a constant keep only
   the branch taken, and ``try`` keeps its body (a replay never fails where its recording ran);
+  ``x is None`` on an argument is a constant too, and so is ``len()`` of a constant;
+- a call of a one-line tinytorch helper (``def _raw(v): return v._data if isinstance(v,
+  Tensor) else v``) becomes its expression with the call's arguments in place, folded like
+  the rest (``_raw(out)`` is ``out`` in a replay, ``_swap_last_two(b)`` is ``b.T`` for a
+  matrix), so that a method calling helpers is inlined whole;
 - the method's own local names get a unique prefix, and the globals it uses (``np``,
   helpers such as ``_expand``) are passed to the replay under names of their own.
 
@@ -23,13 +28,15 @@ method a call. The code that runs is the op's own, so the numbers are the same, 
 
 import ast
 import builtins
-import copy
 import functools
 import inspect
 import itertools
 import operator
 import re
 import textwrap
+import types
+
+import numpy as np
 
 _FOLDABLE = (bool, int, float, str, type(None))
 _ARRAY_FACTS = ("ndim", "shape", "size", "dtype")
@@ -37,6 +44,18 @@ _ARRAY_FACTS = ("ndim", "shape", "size", "dtype")
 
 class NotInlinable(Exception):
     """The method is not simple enough to copy into a replay."""
+
+
+def _copy_tree(node):
+    """A copy of an AST (the rewriter changes the tree it visits): ``copy.deepcopy`` without
+    its memo and dispatch, ~5x faster, which is most of a small step's recording."""
+    if node.__class__ is list:                 # nodes, or None ({**d}'s key) and names
+        return [_copy_tree(n) if isinstance(n, (ast.AST, list)) else n for n in node]
+    new = node.__class__.__new__(node.__class__)
+    fields = new.__dict__
+    for key, value in node.__dict__.items():
+        fields[key] = _copy_tree(value) if isinstance(value, (ast.AST, list)) else value
+    return new
 
 
 @functools.lru_cache(maxsize=None)
@@ -95,7 +114,6 @@ class Inliner:
         definition = _definition(function)
         if definition is None:
             raise NotInlinable(function.__qualname__)
-        definition = copy.deepcopy(definition)      # the rewriter changes the tree it visits
         args = definition.args
         params = [a.arg for a in args.args]
         if not params or params[0] != "self" or count > len(params) - 1:
@@ -114,7 +132,7 @@ class Inliner:
                 default = defaults.get(name, kwonly.get(name))
                 if default is None:
                     raise NotInlinable(f"missing {name}")
-                bindings[name] = default
+                bindings[name] = _copy_tree(default)
         rewriter = _Rewriter(node, bindings, known, values, function.__globals__, self.name_of,
                              self.tensor_class)
         lines, result = rewriter.statements(definition.body)
@@ -125,6 +143,55 @@ class Inliner:
         else:
             result = _format(ast.unparse(result))
         return ([_format(line) for line in lines], result), tuple(rewriter.facts.items())
+
+
+_ARGUMENT = re.compile(r"__(?:a(\d+)|k_(\w+?))__")
+
+
+@functools.lru_cache(maxsize=None)
+def _helper_expression(function):
+    """``(parameters, expression, uses per parameter, free names)`` of a tinytorch function
+    whose body is one ``return <expression>`` (after its docstring); None for any other."""
+    if not (function.__module__ or "").startswith("tinytorch.") or function.__defaults__ or (
+            function.__kwdefaults__):
+        return None
+    definition = _definition(function)
+    if definition is None or definition.args.kwonlyargs or definition.args.posonlyargs:
+        return None
+    body = [s for s in definition.body
+            if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]
+    if len(body) != 1 or not isinstance(body[0], ast.Return) or body[0].value is None:
+        return None
+    expression = body[0].value
+    if any(isinstance(n, (ast.Lambda, ast.NamedExpr, ast.comprehension, ast.Await, ast.Yield,
+                          ast.YieldFrom)) for n in ast.walk(expression)):
+        return None                                            # names of their own
+    params = tuple(a.arg for a in definition.args.args)
+    uses, free = {}, set()
+    for n in ast.walk(expression):
+        if isinstance(n, ast.Name):
+            if n.id in params:
+                uses[n.id] = uses.get(n.id, 0) + 1
+            else:
+                free.add(n.id)
+    return params, expression, uses, frozenset(free)
+
+
+class _Substitute(ast.NodeTransformer):
+    """A helper's expression with its parameters replaced by the call's arguments and its
+    globals by their names in the replay."""
+
+    def __init__(self, arguments, renamed):
+        self.arguments, self.renamed = arguments, renamed
+
+    def visit_Name(self, node):
+        if node.id in self.arguments:
+            return _copy_tree(self.arguments[node.id])
+        if node.id in self.renamed:
+            name = ast.Name(self.renamed[node.id].id, ast.Load())
+            name.resolved = True
+            return name
+        return node
 
 
 def _fact(node, values, fact):
@@ -200,10 +267,14 @@ class _Rewriter(ast.NodeTransformer):
         self.module_globals, self.name_of, self.tensor_class = module_globals, name_of, tensor_class
         self.locals = set()
         self.facts = {}
+        self.resolved = {}           # replay name -> object, for globals already renamed
+        self.depth = 0               # helpers being inlined into one another
 
     # statements --------------------------------------------------------------------------------
     def statements(self, body):
-        """(lines, returned expression or None) of a block, folding ``if`` and ``try``."""
+        """(lines, returned expression or None) of a block, folding ``if`` and ``try``. Each
+        expression is copied before it is visited (visiting changes it), and only when it is
+        reached: a method given up at its first statement costs one statement's copy."""
         lines = []
         for statement in body:
             if isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant):
@@ -211,12 +282,13 @@ class _Rewriter(ast.NodeTransformer):
             if isinstance(statement, ast.Return):
                 if statement.value is None:
                     raise NotInlinable("return without a value")
-                return lines, self.visit(statement.value)
+                return lines, self.visit(_copy_tree(statement.value))
             if isinstance(statement, ast.Assign) and len(statement.targets) == 1:
-                lines.extend(self._assign(statement.targets[0], self.visit(statement.value)))
+                lines.extend(self._assign(statement.targets[0],
+                                          self.visit(_copy_tree(statement.value))))
                 continue
             if isinstance(statement, ast.If):
-                test = self.visit(statement.test)
+                test = self.visit(_copy_tree(statement.test))
                 if not _is_constant(test):
                     raise NotInlinable("an if on a value known only when the replay runs")
                 inner, result = self.statements(statement.body if _value_of(test)
@@ -258,6 +330,8 @@ class _Rewriter(ast.NodeTransformer):
 
     # expressions -------------------------------------------------------------------------------
     def visit_Name(self, node):
+        if getattr(node, "resolved", False):
+            return node                                        # a global, already renamed
         if node.id in self.bindings:
             return self.bindings[node.id]
         if node.id in self.locals:
@@ -267,17 +341,34 @@ class _Rewriter(ast.NodeTransformer):
         if node.id == "self":
             raise NotInlinable("self used other than self.<attribute>")
         if node.id in self.module_globals:
-            return ast.Name(self.name_of(self.module_globals[node.id]), ast.Load())
+            return self._resolved(self.module_globals[node.id])
         if hasattr(builtins, node.id):
             return node
         raise NotInlinable(f"unknown name {node.id}")
 
+    def _resolved(self, value):
+        """A name for a global's value in the replay (marked, so it is not looked up again)."""
+        name = ast.Name(self.name_of(value), ast.Load())
+        name.resolved = True
+        self.resolved[name.id] = value
+        return name
+
     def _argument_value(self, node):
-        """(parameter name, its value in the recording) when ``node`` names an argument."""
-        if isinstance(node, ast.Name) and node.id in self.known and node.id not in self.locals:
-            kind, where = self.known[node.id]
-            return node.id, self.values[where]
-        return None, None
+        """(where, its value in the recording) when ``node`` is an argument: its parameter's
+        name, or the placeholder that replaced it (``where`` is the argument's position or
+        keyword, as in the facts)."""
+        if not isinstance(node, ast.Name):
+            return None, None
+        if node.id in self.known and node.id not in self.locals:
+            where = self.known[node.id][1]
+        else:
+            match = _ARGUMENT.fullmatch(node.id)
+            if match is None:
+                return None, None
+            where = int(match[1]) if match[1] is not None else match[2]
+        if where not in self.values:
+            return None, None
+        return where, self.values[where]
 
     def _fold(self, fact, value):
         self.facts[fact] = value
@@ -290,27 +381,89 @@ class _Rewriter(ast.NodeTransformer):
                     isinstance(v, _FOLDABLE) for v in value)):
                 return self._fold(("self", None, node.attr), value)
             raise NotInlinable(f"self.{node.attr} is not a constant")
-        name, value = self._argument_value(node.value)
-        if name is not None and node.attr in _ARRAY_FACTS and hasattr(value, node.attr):
-            fact = getattr(value, node.attr)
-            if node.attr == "dtype":                           # kept as an object, not folded
-                return self.generic_visit(node)
-            return self._fold(("arg", self.known[name][1], node.attr), fact)
-        return self.generic_visit(node)
+        owner = self.visit(node.value)
+        where, value = self._argument_value(owner)
+        if where is not None and node.attr in _ARRAY_FACTS and hasattr(value, node.attr):
+            if node.attr != "dtype":                           # a dtype stays an object
+                return self._fold(("arg", where, node.attr), getattr(value, node.attr))
+        return ast.Attribute(owner, node.attr, node.ctx)
 
     def visit_Call(self, node):
         func = node.func
         if isinstance(func, ast.Name) and func.id == "isinstance" and len(node.args) == 2:
-            name, value = self._argument_value(node.args[0])
+            arg = self.visit(node.args[0])
+            where, value = self._argument_value(arg)
             classes = self._classes(node.args[1])
-            if name is not None and classes is not None:
-                self.facts[("arg", self.known[name][1], "type")] = type(value)
+            if where is not None and classes is not None:
+                self.facts[("arg", where, "type")] = type(value)
                 return ast.Constant(isinstance(value, classes))
+            return ast.Call(self.visit(func), [arg, self.visit(node.args[1])], [])
         if isinstance(func, ast.Name) and func.id == "len" and len(node.args) == 1:
-            name, value = self._argument_value(node.args[0])
-            if name is not None and hasattr(value, "__len__"):
-                return self._fold(("arg", self.known[name][1], "len"), len(value))
+            arg = self.visit(node.args[0])
+            where, value = self._argument_value(arg)
+            if where is not None and hasattr(value, "__len__"):
+                return self._fold(("arg", where, "len"), len(value))
+            if _is_constant(arg) and isinstance(_value_of(arg), (str, tuple)):
+                return ast.Constant(len(_value_of(arg)))       # len(self.needs_input_grad)
+            return ast.Call(self.visit(func), [arg], [])
+        if (isinstance(func, ast.Attribute) and func.attr == "swapaxes" and not node.keywords
+                and len(node.args) == 2):
+            owner, axes = self.visit(func.value), [self.visit(a) for a in node.args]
+            where, value = self._argument_value(owner)
+            if (where is not None and isinstance(value, np.ndarray) and value.ndim == 2
+                    and all(_is_constant(a) and isinstance(_value_of(a), int) for a in axes)
+                    and {_value_of(a) % 2 for a in axes} == {0, 1}
+                    and all(-2 <= _value_of(a) < 2 for a in axes)):
+                self.facts[("arg", where, "type")] = type(value)
+                self._fold(("arg", where, "ndim"), 2)
+                return ast.Attribute(owner, "T", ast.Load())   # a matrix's transpose
+            return ast.Call(ast.Attribute(owner, "swapaxes", ast.Load()), axes, [])
+        function = self._global_function(func)
+        if function is not None and self.depth < 8:
+            expression = self._helper(function, node)
+            if expression is not None:
+                self.depth += 1
+                try:
+                    return self.visit(expression)
+                except NotInlinable:
+                    pass                                       # it stays a call
+                finally:
+                    self.depth -= 1
         return self.generic_visit(node)
+
+    def _global_function(self, func):
+        """The function a call's callee names, when it is a module global (not a local)."""
+        if isinstance(func, ast.Name) and getattr(func, "resolved", False):
+            value = self.resolved[func.id]
+        elif (isinstance(func, ast.Name) and func.id not in self.bindings
+              and func.id not in self.locals and func.id in self.module_globals):
+            value = self.module_globals[func.id]
+        else:
+            return None
+        return value if isinstance(value, types.FunctionType) else None
+
+    def _helper(self, function, call):
+        """The expression a call of a one-line tinytorch helper stands for (``_raw(x)`` is
+        ``x._data if isinstance(x, Tensor) else x``), with the call's arguments (not yet
+        visited) in place of its parameters and its globals renamed; None when it is not
+        such a helper or its arguments cannot be put in place as they are."""
+        helper = _helper_expression(function)
+        if helper is None or call.keywords or len(call.args) != len(helper[0]) or any(
+                isinstance(a, ast.Starred) for a in call.args):
+            return None
+        params, expression, uses, free = helper
+        arguments = dict(zip(params, call.args))
+        for name, argument in arguments.items():
+            if uses.get(name, 0) != 1 and not isinstance(argument, (ast.Name, ast.Constant)):
+                return None                                    # it would run twice, or never
+        renamed = {}
+        for name in free:
+            if name in function.__globals__:
+                renamed[name] = self._resolved(function.__globals__[name])
+            elif (not hasattr(builtins, name) or name in self.bindings or name in self.locals
+                  or name in self.module_globals):
+                return None                                    # a builtin shadowed here
+        return _Substitute(arguments, renamed).visit(_copy_tree(expression))
 
     def _classes(self, node):
         """The class(es) an isinstance test names, when they are builtins or module globals."""
@@ -319,7 +472,10 @@ class _Rewriter(ast.NodeTransformer):
         for n in names:
             if not isinstance(n, ast.Name):
                 return None
-            value = self.module_globals.get(n.id, getattr(builtins, n.id, None))
+            if getattr(n, "resolved", False):
+                value = self.resolved[n.id]
+            else:
+                value = self.module_globals.get(n.id, getattr(builtins, n.id, None))
             if not isinstance(value, type):
                 return None
             classes.append(value)
@@ -356,6 +512,12 @@ class _Rewriter(ast.NodeTransformer):
     def visit_Compare(self, node):
         left = self.visit(node.left)
         comparators = [self.visit(c) for c in node.comparators]
+        if len(node.ops) == 1 and type(node.ops[0]) in (ast.Is, ast.IsNot):
+            for operand, other in ((left, comparators[0]), (comparators[0], left)):
+                where, value = self._argument_value(operand)
+                if where is not None and _is_none(other):      # an argument is None or not
+                    self.facts[("arg", where, "type")] = type(value)
+                    return ast.Constant((value is None) == isinstance(node.ops[0], ast.Is))
         if all(_is_constant(v) for v in [left] + comparators) and all(
                 type(op) in _COMPARE for op in node.ops):
             result, current = True, _value_of(left)
