@@ -1,11 +1,13 @@
 """Run the real ``tinytorch`` command (``python -m tinytorch``) from this checkout, and check
-what users see: one-line errors, strict JSON."""
+what users see: one-line errors, strict JSON; craft hostile files for it to read."""
 
 import json
 import os
 import pathlib
+import struct
 import subprocess
 import sys
+import zlib
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -50,3 +52,38 @@ def strict_json(path):
     def refuse(constant):
         raise AssertionError(f"{path} holds {constant}, which is not JSON")
     return json.loads(pathlib.Path(path).read_text(), parse_constant=refuse)
+
+
+# ----- crafted files ----------------------------------------------------------------------------
+
+def npy_declaring(shape, body, descr="|u1", fortran_order=False):
+    """An .npy file whose header says ``shape``, ``descr`` and ``fortran_order`` (any Python
+    values), holding ``body`` whatever the header says."""
+    header = repr({"descr": descr, "fortran_order": fortran_order, "shape": shape}).encode()
+    header += b" " * (-(10 + len(header) + 1) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + body
+
+
+def nested_zip(count, tail):
+    """A zip of ``count`` stored .npy entries that nest: each entry's bytes hold all the entries
+    after it (their local headers and data) and ``tail``, so the entries declare about
+    ``count / 2`` times the file's size while every header and checksum is right (the review's
+    overlapping entries)."""
+    following, entries = tail, []
+    for k in reversed(range(count)):
+        name = f"e{k:04d}.npy".encode()
+        data = npy_declaring((len(following),), following)
+        local = struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, 0, 0, 0, zlib.crc32(data),
+                            len(data), len(data), len(name), 0) + name
+        entries.append((name, data, len(local) + len(data) - len(following)))
+        following = local + data
+    entries.reverse()
+    directory, offset = b"", 0
+    for name, data, own in entries:
+        directory += struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 20, 20, 0, 0, 0, 0,
+                                 zlib.crc32(data), len(data), len(data), len(name), 0, 0, 0, 0,
+                                 0, offset) + name
+        offset += own
+    end = struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, count, count, len(directory),
+                      len(following), 0)
+    return following + directory + end

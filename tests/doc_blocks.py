@@ -11,6 +11,7 @@ _EXAMPLE = re.compile(r"```python\n(.*?)```(?:\n\n```text\n(.*?)```)?", re.S)
 _TIME = re.compile(r"\d+(\.\d+)? (us|ms|s)\b")
 _PERCENT = re.compile(r"\d+\.\d%")
 _TIME_RATIO = re.compile(r"took \d+\.\dx forward")
+_RULE = re.compile(r"-{3,}")
 
 
 def python_blocks(text):
@@ -38,5 +39,6 @@ def normalised(printed):
     for line in printed.strip().splitlines():
         line = _TIME_RATIO.sub("took <ratio>x forward", line)
         line = _PERCENT.sub("<share>", _TIME.sub("<time>", line))
+        line = _RULE.sub("---", line)
         lines.append(" ".join(line.split()))
     return lines

@@ -128,6 +128,37 @@ def test_console_entry_point_reports_errors_without_traceback(tmp_path):
     assert "nothing.npz" in one_line_error(result.stderr, "tinytorch: error:")
 
 
+@pytest.mark.parametrize("lr, words", [
+    ("10", "training diverged at step 13: the loss is inf"),      # overflows
+    ("0.8", "training diverged at step 200: the loss rose from 16.25 at step 0 to"),  # stays finite
+])
+def test_demo_that_diverges_stops_with_a_one_line_error(lr, words, capsys):
+    assert main(["demo", "--lr", lr]) == 1
+    line = one_line_error(capsys.readouterr().err, "tinytorch: error:")
+    assert words in line and line.endswith(f"; lower --lr (it was {lr})")
+
+
+@pytest.mark.parametrize("argv", [["train"], ["evaluate", "run"], ["generate", "run"], ["graph"],
+                                  ["demo"], ["profile"]])
+def test_an_unknown_argument_is_reported_by_its_command(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--bogus", "extra"])
+    assert exit_info.value.code == 2
+    prefix = f"tinytorch {argv[0]}: error: unrecognized arguments: --bogus extra"
+    assert one_line_error(capsys.readouterr().err, prefix).endswith(
+        f"(see 'tinytorch {argv[0]} --help')")
+
+
+@pytest.mark.parametrize("argv, text", [
+    (["demo"], "--seed N seeds the 64 noisy points;"),
+    (["profile"], "--seed N seeds the data split and the initial weights;"),
+])
+def test_seed_help_says_what_the_command_seeds(argv, text, capsys):
+    with pytest.raises(SystemExit):
+        main([*argv, "--help"])
+    assert text in " ".join(capsys.readouterr().out.split())
+
+
 def test_demo_still_runs(capsys):
     assert main(["demo", "--steps", "20"]) == 0
     assert "learned y =" in capsys.readouterr().out
@@ -354,11 +385,17 @@ def test_graph_creates_missing_folders(tmp_path, capsys, monkeypatch):
 
 FAKE_DOT = """#!/bin/sh
 # A stand-in for Graphviz's dot: 'dot -Tsvg -o FILE' copies the DOT text on stdin to FILE.
+# With FAIL set it fails, leaving half a FILE; with NOISY also set, after 5000 lines of stderr.
 while [ $# -gt 0 ]; do
   case "$1" in -T*) format="${1#-T}";; -o) shift; out="$1";; esac
   shift
 done
-[ -n "$FAIL" ] && { echo "Error: <stdin>: syntax error in line 1" >&2; exit 1; }
+if [ -n "$FAIL" ]; then
+  echo "<svg" > "$out"
+  [ -n "$NOISY" ] && yes "Warning: a complaint of the renderer" | head -n 5000 >&2
+  echo "Error: <stdin>: syntax error in line 1" >&2
+  exit 1
+fi
 cat > "$out"
 """
 
@@ -392,6 +429,27 @@ def test_graph_with_graphviz_reports_failures_in_one_line(tmp_path, fake_graphvi
     line = one_line_error(result.stderr)
     for word in words:
         assert word in line, line
+
+
+def test_graph_when_graphviz_fails_leaves_nothing_behind_and_says_so_briefly(tmp_path,
+                                                                             fake_graphviz):
+    out = tmp_path / "new" / "sub" / "graph.svg"
+    result = run_cli("graph", "--out", out, "--hidden", "4",
+                     env={**fake_graphviz, "FAIL": "1", "NOISY": "1"})
+    assert result.returncode == 1
+    line = one_line_error(result.stderr, f"tinytorch: error: {out} was not written: Graphviz")
+    assert len(line) < 400 + len(str(out)), "dot's 5000 lines of stderr are cut"
+    assert not (tmp_path / "new").exists(), "dot's half file and the folders made are removed"
+
+
+def test_graph_writes_the_file_asked_for_and_nothing_else(tmp_path, fake_graphviz):
+    (tmp_path / "graphs").mkdir()
+    for name in ("graph.svg", "graph.dot"):
+        result = run_cli("graph", "--out", tmp_path / "graphs" / name, "--hidden", "4",
+                         env=fake_graphviz)
+        assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(tmp_path / "graphs")) == ["graph.dot", "graph.svg"]
+    assert (tmp_path / "graphs" / "graph.svg").read_text().startswith("digraph")
 
 
 # ----- a new model kind plugs in --------------------------------------------------------------
@@ -463,6 +521,7 @@ def test_mlp_state_shapes_match_the_built_model_without_building_it(hidden_layer
     (["graph", "--batch-size", "100000"], 2),
     (["evaluate", "{tmp}/notes.npz"], 1),
     (["train", "--epochs", "1", "--out", "{tmp}/notes.npz/run"], 1),
+    (["demo", "--lr", "10"], 1),
 ])
 def test_the_real_command_exits_2_for_usage_and_1_for_other_failures(tmp_path, argv, status):
     (tmp_path / "notes.npz").write_text("not a checkpoint\n")

@@ -14,7 +14,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from cli_helpers import one_line_error
+from cli_helpers import nested_zip, one_line_error
 from tinytorch.cli import main
 
 META = "__tinytorch__.npy"
@@ -46,6 +46,7 @@ def _refused(data, tmp_path, capsys, *words):
     assert "crafted.npz" in line and "pickle" not in line
     for word in words:
         assert word in line, f"{word!r} not in: {line}"
+    assert len(line) < 300 + len(str(tmp_path)), f"values from the file echoed in full: {line}"
     return line
 
 
@@ -112,6 +113,25 @@ def _with_entry(data, name, body):
     return _zip(entries)
 
 
+def _with_metadata_array(data, name, array):
+    """The checkpoint with the metadata entry ``name`` (e.g. the standardisation's mean) set to
+    ``array``, or set to the JSON value ``array`` when it is not an array."""
+    entries = _entries(data)
+    meta = json.loads(str(np.load(io.BytesIO(entries[META]))))
+    if isinstance(array, np.ndarray):
+        meta["tree"]["metadata"][name] = {"__array__": f"metadata/{name}"}
+        entries[f"metadata/{name}.npy"] = _npy(array)
+    else:
+        meta["tree"]["metadata"][name] = array
+        entries.pop(f"metadata/{name}.npy", None)
+    entries[META] = _npy(np.array(json.dumps(meta)))
+    return _zip(entries)
+
+
+def _stored(data, name):
+    return np.load(io.BytesIO(_entries(data)[f"metadata/{name}.npy"]))
+
+
 DEEP = 100_000
 WEIGHT = "model/0.weight.npy"
 NOT_A_CHECKPOINT = ["not a tinytorch checkpoint"]
@@ -160,6 +180,43 @@ CRAFTED = {
                         ["do not match its config", "shape"]),
     "unknown-model": (lambda d: _with_config_text(d, "model", '"gpt9"'), ["model"]),
     "model-list": (lambda d: _with_config_text(d, "model", "[1]"), ["model"]),
+    # the CLI review's findings: sizes, headers, long values, the standardisation
+    "overlapping-entries": (lambda d: nested_zip(100, b"\0" * 20_000),
+                            ["entries declare", "overlap"]),
+    "bool-in-shape": (lambda d: _with_entry(d, WEIGHT, _npy_declaring((True, 4))),
+                      ["model/0.weight", "declares the shape (True, 4)"]),
+    "non-bool-order": (lambda d: _with_entry(d, WEIGHT, _npy_declaring((4,)).replace(
+        b"'fortran_order': False", b"'fortran_order': 0    ")), ["model/0.weight"]),
+    "json-int-5000-digits": (lambda d: _with_config_text(d, "seed", "9" * 5000),
+                             ["5,000 digits"]),
+    "seed-4300-digits": (lambda d: _with_config_text(d, "seed", "9" * 4300),
+                         ["'seed' must be an int from 0 to 4294967295"]),
+    "seed-negative": (lambda d: _with_config_text(d, "seed", "-1"), ["'seed'"]),
+    "seed-2**40": (lambda d: _with_config_text(d, "seed", str(2 ** 40)), ["'seed'"]),
+    "seed-true": (lambda d: _with_config_text(d, "seed", "true"), ["'seed'"]),
+    "version-4000-digits": (lambda d: _with_meta_text(d, json.dumps(
+        {"format": "tinytorch", "version": 1, "tree": {}}).replace("1", "9" * 4000)),
+        ["newer tinytorch"]),
+    "long-entry-name": (lambda d: _with_entry(d, "n" * 60_000 + ".txt", _npy(np.ones(2))),
+                        NOT_A_CHECKPOINT + ["nnn..."]),
+    "long-weight-name": (lambda d: _with_model_array(d, "w" * 50_000, np.ones(2, "f4")),
+                         ["has no place for www"]),
+    "long-model-name": (lambda d: _with_config_text(d, "model", json.dumps("m" * 100_000)),
+                        ["'model'"]),
+    "long-option-value": (lambda d: _with_config_text(d, "optimizer", json.dumps("o" * 100_000)),
+                          ["'optimizer'"]),
+    "mean-of-another-shape": (lambda d: _with_metadata_array(d, "mean", np.zeros(5, "f4")),
+                              ["'mean'", "shape (2,)", "(5,)"]),
+    "mean-nan": (lambda d: _with_metadata_array(d, "mean", np.full(2, np.nan, "f4")),
+                 ["'mean'", "finite"]),
+    "mean-of-ints": (lambda d: _with_metadata_array(d, "mean", np.zeros(2, "i8")), ["'mean'"]),
+    "mean-a-number": (lambda d: _with_metadata_array(d, "mean", 0.5), ["'mean'"]),
+    "std-zero": (lambda d: _with_metadata_array(d, "std", np.zeros(2, "f4")),
+                 ["'std'", "positive"]),
+    "std-negative": (lambda d: _with_metadata_array(d, "std", -_stored(d, "std")),
+                     ["'std'", "positive"]),
+    "std-of-other-data": (lambda d: _with_metadata_array(d, "std", 2 * _stored(d, "std")),
+                          ["'std'", "other data"]),
 }
 
 
@@ -167,6 +224,21 @@ CRAFTED = {
 def test_a_crafted_checkpoint_is_refused_in_one_line(checkpoint, tmp_path, capsys, case):
     craft, words = CRAFTED[case]
     _refused(craft(checkpoint), tmp_path, capsys, *words)
+
+
+@pytest.mark.parametrize("name, value, words", [
+    ("mean", np.full(64, np.nan, "f4"), ["'mean'", "finite"]),
+    ("std", np.zeros(64, "f4"), ["'std'", "positive"]),
+    ("mean", np.zeros(3, "f4"), ["'mean'", "shape (64,)"]),
+])
+def test_a_cnn_checkpoint_s_standardisation_is_checked_as_the_mlp_s(
+        tmp_path_factory, tmp_path, capsys, name, value, words):
+    out = tmp_path_factory.getbasetemp() / "tiny-cnn-run"
+    if not (out / "model.npz").exists():
+        assert main(["train", "--model", "cnn", "--channels", "2", "--epochs", "1",
+                     "--out", str(out)]) == 0
+    _refused(_with_metadata_array((out / "model.npz").read_bytes(), name, value), tmp_path,
+             capsys, *words)
 
 
 def test_a_config_that_disagrees_with_the_weights_allocates_nothing(checkpoint, tmp_path,
@@ -184,6 +256,15 @@ def test_a_config_that_disagrees_with_the_weights_allocates_nothing(checkpoint, 
     assert peak < 30e6, f"{peak / 1e6:.0f} MB allocated before refusing"
     assert time.perf_counter() - start < 10
     assert "34 arrays" in line, "16 hidden layers and the output layer, a weight and bias each"
+
+
+def test_a_checkpoint_larger_than_the_largest_model_needs_is_refused_before_reading(
+        checkpoint, tmp_path, capsys, monkeypatch):
+    import tinytorch.cli as cli
+
+    assert cli.MAX_CHECKPOINT_BYTES >= 3 * 4 * cli.MAX_PARAMETERS, "weights and AdamW's moments"
+    monkeypatch.setattr(cli, "MAX_CHECKPOINT_BYTES", len(checkpoint) // 2)
+    _refused(checkpoint, tmp_path, capsys, "entries declare", f"the {len(checkpoint) // 2:,} a")
 
 
 def test_a_text_file_named_npz_never_suggests_unpickling(tmp_path, capsys):
@@ -253,7 +334,7 @@ def test_seeded_fuzzing_never_escapes_the_one_line_error(checkpoint, tmp_path, c
         if status == 0 and "test accuracy:" in out:
             continue                           # the change did not matter (e.g. a weight)
         if status != 1 or len(lines) != 1 or not lines[0].startswith("tinytorch: error:") \
-                or "pickle" in err:
+                or "pickle" in err or len(lines[0]) > 300 + len(str(tmp_path)):
             failures.append(f"case {i} ({kind}): status {status}: {err.strip()[:300]}")
     assert not failures, f"{len(failures)} cases escaped:\n" + "\n".join(failures[:10])
     assert statuses[1] > 300, statuses

@@ -46,7 +46,8 @@ def test_profile_refuses_a_batch_larger_than_the_training_split(capsys):
 
 
 def test_profile_reports_an_unwritable_trace_in_one_line(tmp_path, capsys):
-    assert main(["profile", "--trace", str(tmp_path / "missing" / "t.json")]) == 1
+    (tmp_path / "notes").write_text("a file, where --trace wants a folder")
+    assert main(["profile", "--trace", str(tmp_path / "notes" / "t.json")]) == 1
     one_line_error(capsys.readouterr().err, "tinytorch: error:")
 
 

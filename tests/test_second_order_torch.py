@@ -237,11 +237,15 @@ def test_matmul_of_x_with_itself_second_derivative_matches_torch(name):
 @given(args=reduction_args(), seed=seeds)
 def test_reduction_second_derivative_matches_torch(name, args, seed):
     shape, axis, keepdims = args
+    array = random_array(shape, seed)
     if name == "std":
         assume(reduced_count(shape, axis) >= 2)      # sqrt has no derivative at a zero variance
+        # Near zero it is ill-conditioned: the Hessian's terms grow as 1/std and cancel, leaving
+        # rounding errors of 1e-16/std (3e-12 for two values 3e-5 apart) in both engines.
+        assume(np.std(array, axis=axis).min(initial=1.0) > 1e-2)
     assert_second_order_matches_torch(lambda t: getattr(t, name)(axis=axis, keepdims=keepdims),
                                       lambda t: torch_reduction(name, t, axis, keepdims),
-                                      random_array(shape, seed), seed=seed,
+                                      array, seed=seed,
                                       zero_hessian=name in ("sum", "mean", "max", "min"))
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import tinytorch as tt
+from cli_helpers import nested_zip, npy_declaring
 
 
 def test_round_trip_of_nested_state(tmp_path):
@@ -170,3 +171,166 @@ def test_trainer_checkpoint_with_a_zero_dim_buffer_round_trips(tmp_path):
     assert other.epoch == 4
     assert fresh.count.shape == () and fresh.count.item() == 9.0
     np.testing.assert_array_equal(fresh.linear.weight.data, model.linear.weight.data)
+
+
+# ----- untrusted files: sizes, headers, special files, JSON (the CLI review's findings) ----------
+
+def _npy(shape, body, descr="|u1", fortran_order=False):
+    """An .npy file whose header says ``shape``, ``descr`` and ``fortran_order``, holding
+    ``body`` (whatever the header says)."""
+    return npy_declaring(shape, body, descr, fortran_order)
+
+
+def test_entries_that_overlap_are_refused_before_anything_is_read(tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "overlap.npz"
+    path.write_bytes(nested_zip(100, b"\0" * 400_000))
+    with zipfile.ZipFile(path) as archive:              # a valid zip, read naively: ~150x
+        declared = sum(info.file_size for info in archive.infolist())
+        assert len(archive.read("e0050.npy")) > 400_000
+    assert declared > 50 * path.stat().st_size
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="overlap.npz: damaged .*entries declare") as error:
+            tt.load(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < path.stat().st_size, f"{peak:,} bytes allocated before refusing"
+    assert f"{declared:,} bytes" in str(error.value)
+
+
+def test_entries_declaring_more_than_max_bytes_are_refused_before_reading(tmp_path):
+    from tinytorch.core.serialization import _load
+
+    path = tmp_path / "model.npz"
+    tt.save({"w": tt.ones(1000)}, path)
+    assert _load(path, "file", max_bytes=10_000)["w"].shape == (1000,)
+    with pytest.raises(ValueError, match=r"model.npz: its entries declare .* more than the 1,000"):
+        _load(path, "file", max_bytes=1000)
+
+
+@pytest.mark.parametrize("shape, descr, fortran_order, body", [
+    ((True, 4), "<f4", False, b"\0" * 16),         # True == 1: NumPy's parser lets it through
+    ((False,), "<f4", False, b""),
+    ((2, True), "<f4", False, b"\0" * 8),
+    ((2 ** 70,), "<f4", False, b"\0" * 16),
+    ((-2, -2), "<f4", False, b"\0" * 16),
+    ((4,), "<f4", 1, b"\0" * 16),                 # fortran_order must be a bool
+    ((4,), "<f4", None, b"\0" * 16),
+    ((2,), "<f4", False, b"\0" * 16),             # more bytes than the shape
+    ((2, "2"), "<f4", False, b"\0" * 16),
+    ([4], "<f4", False, b"\0" * 16),
+    ((4,), "<U2", False, b"\0" * 32),
+    ((4,), "O", False, b"\0" * 32),
+    ((4,), "|V4", False, b"\0" * 16),
+    ((4,), "('<f4', (2,))", False, b"\0" * 32),
+], ids=lambda value: f"{len(value)}-bytes" if isinstance(value, bytes) else repr(value)[:20])
+def test_every_malformed_npy_header_is_a_value_error_naming_the_file(tmp_path, shape, descr,
+                                                                    fortran_order, body):
+    good = tmp_path / "good.npz"
+    tt.save({"w": tt.ones(4)}, good)
+    path = tmp_path / "crafted.npz"
+    with zipfile.ZipFile(good) as source, zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("__tinytorch__.npy", source.read("__tinytorch__.npy"))
+        archive.writestr("w.npy", _npy(shape, body, descr, fortran_order))
+    with pytest.raises(ValueError, match="crafted.npz: ") as error:
+        tt.load(path)
+    assert "'w'" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_special_files_are_refused_without_blocking(tmp_path):
+    import os
+    import threading
+
+    fifo = tmp_path / "pipe.npz"
+    os.mkfifo(fifo)
+    outcome = []
+
+    def load():
+        try:
+            tt.load(fifo)
+        except Exception as error:          # noqa: BLE001 -- what the loader raised is checked
+            outcome.append(error)
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    thread.join(20)
+    if thread.is_alive():                   # release the reader blocked in open()
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("tt.load waited for a writer to open the named pipe")
+    assert isinstance(outcome[0], ValueError) and "named pipe" in str(outcome[0])
+    for path, kind in ((tmp_path, "a folder"), ("/dev/null", "a device")):
+        with pytest.raises(ValueError, match=f"not a tinytorch file .it is {kind}"):
+            tt.load(path)
+
+
+def test_saving_over_a_folder_or_a_named_pipe_is_refused_without_blocking(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "pipe.npz")
+    for name, kind in (("pipe.npz", "a named pipe"), ("", "a folder")):
+        with pytest.raises(ValueError, match=f"cannot be written: it is {kind}"):
+            tt.save({"w": tt.ones(2)}, tmp_path / name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe.npz"], "no temporary left"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002])
+def test_saved_files_get_the_permissions_the_umask_gives_new_files(tmp_path, umask):
+    import os
+
+    from tinytorch.core.tokenization import CharTokenizer
+
+    previous = os.umask(umask)
+    try:
+        tt.save({"w": tt.ones(2)}, tmp_path / "model.npz")
+        CharTokenizer(["a", "b"]).save(tmp_path / "tokenizer.json")
+        with open(tmp_path / "plain.txt", "w"):
+            pass
+    finally:
+        os.umask(previous)
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in tmp_path.iterdir()}
+    assert modes == dict.fromkeys(["model.npz", "tokenizer.json", "plain.txt"],
+                                  oct(0o666 & ~umask))
+
+
+def test_a_failed_write_names_the_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    import errno
+
+    def full(file, **arrays):
+        file.write(b"PK")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(np, "savez", full)
+    path = tmp_path / "model.npz"
+    with pytest.raises(OSError) as error:
+        tt.save({"w": tt.ones(2)}, path)
+    assert error.value.errno == errno.ENOSPC and error.value.filename == str(path)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("text, words", [
+    ('{"format": "tinytorch", "version": 1, "tree": ' + "9" * 5000 + "}", "5,000 digits"),
+    ('{"format": "tinytorch", "version": 1, "tree": -' + "9" * 4301 + "}", "4,301 digits"),
+    ('{"format": "tinytorch", "version": ' + "9" * 4000 + ', "tree": 1}', "newer tinytorch"),
+    ('{"format": "tinytorch", "version": "' + "x" * 100_000 + '", "tree": 1}', "format version"),
+    ('{"format": "tinytorch", "version": 1, "tree": ' + "[" * 100_000 + "]" * 100_000 + "}",
+     "nested too deeply"),
+], ids=["int-5000-digits", "int-minus-4301-digits", "version-4000-digits", "version-long-text",
+        "nested-100000"])
+def test_metadata_json_problems_are_short_messages_naming_the_file(tmp_path, text, words):
+    path = tmp_path / "crafted.npz"
+    np.savez(path, __tinytorch__=np.array(text))
+    with pytest.raises(ValueError, match="crafted.npz: ") as error:
+        tt.load(path)
+    message = str(error.value)
+    assert words in message and len(message) < 200 + len(str(path)), message
+    assert "set_int_max_str_digits" not in message
+
+
+def test_a_long_entry_name_is_cut_in_messages(tmp_path):
+    path = tmp_path / "crafted.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("n" * 60_000 + ".txt", b"")
+    with pytest.raises(ValueError, match="is not an .npy array") as error:
+        tt.load(path)
+    assert len(str(error.value)) < 200 + len(str(path))

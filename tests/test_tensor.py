@@ -182,6 +182,52 @@ def test_flatten_of_an_empty_tensor():
     assert tt.zeros(0, 3, 2).flatten(1).shape == (0, 6)
 
 
+@pytest.mark.parametrize("shape", [(), (5,), (2, 3, 4)])
+def test_flatten_takes_and_refuses_the_dims_pytorch_does(torch, shape):
+    ours, theirs = tt.tensor(np.zeros(shape, np.float32)), torch.zeros(shape)
+    ndim = max(len(shape), 1)
+    for start in range(-ndim - 1, ndim + 1):
+        for end in range(-ndim - 1, ndim + 1):
+            try:
+                expected = tuple(theirs.flatten(start, end).shape)
+            except (IndexError, RuntimeError) as error:     # out of range; start after end
+                kind = IndexError if isinstance(error, IndexError) else ValueError
+                with pytest.raises(kind, match="out of range|comes after"):
+                    ours.flatten(start, end)
+            else:
+                assert ours.flatten(start, end).shape == expected, (start, end)
+    for dim in (0.5, True):
+        with pytest.raises(TypeError):
+            theirs.flatten(dim)
+        with pytest.raises(TypeError):
+            ours.flatten(dim)
+
+
+def test_transpose_refuses_one_dim_and_dims_out_of_range_as_pytorch(torch):
+    ours, theirs = tt.zeros(2, 3, 4), torch.zeros(2, 3, 4)
+    for dims in [(0, 2), (-1, 0), (1, 1), (np.int64(2), 0)]:
+        assert ours.transpose(*dims).shape == tuple(theirs.transpose(*dims).shape)
+    for dims, kind in [((0,), TypeError), ((0, 3), IndexError), ((-4, 0), IndexError),
+                       ((0.5, 1), TypeError), ((True, 2), TypeError)]:
+        with pytest.raises(kind):
+            theirs.transpose(*dims)
+        with pytest.raises(kind):
+            ours.transpose(*dims)
+    with pytest.raises(TypeError, match="give both dim0 and dim1"):
+        ours.transpose(dim1=0)
+
+
+def test_a_format_spec_on_a_tensor_of_several_elements_is_a_type_error_as_in_pytorch(torch):
+    for spec in (".3f", ">20", "e"):
+        with pytest.raises(TypeError):
+            format(torch.ones(2, 3), spec)
+        with pytest.raises(TypeError, match=f"unsupported format string '{spec}'.*shape \\(2, 3\\)"):
+            format(tt.ones(2, 3), spec)
+    assert f"{tt.ones(2, 3)}" == str(tt.ones(2, 3))
+    assert f"{tt.tensor(2.5):.3f}" == f"{torch.tensor(2.5):.3f}" == "2.500"
+    assert f"{tt.ones(1, 1):.2f}" == "1.00"             # one element: its number, as .item()
+
+
 def test_numpy_copy_request_is_honoured():
     t = tt.ones(3)
     copied = np.array(t, copy=True)

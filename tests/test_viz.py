@@ -296,6 +296,19 @@ def test_dot_failure_is_reported(monkeypatch, tmp_path):
         draw_graph(loss, tmp_path / "g.svg")
 
 
+def test_dot_failure_names_the_error_lines_not_thousands_of_warnings(monkeypatch, tmp_path):
+    fake = tmp_path / "dot"
+    fake.write_text('#!/bin/sh\nyes "Warning: node x has no label" | head -n 5000 >&2\n'
+                    'echo "Error: <stdin>: syntax error in line 1 near \'{\'" >&2\nexit 1\n')
+    fake.chmod(0o755)
+    monkeypatch.setattr(shutil, "which", lambda name: str(fake))
+    _, loss = mlp_loss()
+    with pytest.raises(RuntimeError) as info:
+        draw_graph(loss, tmp_path / "g.svg")
+    assert str(info.value) == ("draw_graph: Graphviz 'dot -Tsvg' failed (exit code 1): "
+                               "Error: <stdin>: syntax error in line 1 near '{'")
+
+
 @pytest.mark.skipif(not HAVE_DOT, reason="Graphviz 'dot' is not installed")
 def test_renders_svg_and_png(tmp_path):
     model, loss = mlp_loss()

@@ -229,7 +229,16 @@ def draw_graph(tensor, path, params=None, format=None, show_shapes=True, save_do
     result = subprocess.run([dot, f"-T{format}", "-o", path], input=text.encode("utf-8"),
                             capture_output=True, check=False)
     if result.returncode != 0:
-        message = result.stderr.decode("utf-8", "replace").strip()
         raise RuntimeError(f"draw_graph: Graphviz 'dot -T{format}' failed "
-                           f"(exit code {result.returncode}): {message}")
+                           f"(exit code {result.returncode}): "
+                           f"{_dot_error(result.stderr.decode('utf-8', 'replace'))}")
     return path
+
+
+def _dot_error(stderr, limit=300):
+    """What failed, from dot's stderr (which may hold thousands of warnings): its lines that
+    name an error (else its last line), cut to ``limit`` characters."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower()] or lines[-1:]
+    text = " ".join(errors) or "no message"
+    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -1,15 +1,19 @@
-"""The ``tinytorch`` command line (also ``python -m tinytorch``): train, evaluate, graph, demo,
-profile (in :mod:`tinytorch.cli.profile`).
+"""The ``tinytorch`` command line (also ``python -m tinytorch``): train, evaluate, generate,
+graph, demo, profile (in :mod:`tinytorch.cli.profile`).
 
 Every failure ends with one line on stderr and a non-zero status: 2 for a bad option value, 1
 for everything else (a missing, damaged or inconsistent file, an unwritable output, diverging
-training), 130 after Ctrl-C. Model kinds (``train --model``) live in :mod:`tinytorch.cli.kinds`,
-run folders in :mod:`tinytorch.cli.runs`.
+training), 130 after Ctrl-C and 128 + the signal's number after the other stop signals (143
+for SIGTERM, which stops a command as Ctrl-C does). Model kinds (``train --model``) live in
+:mod:`tinytorch.cli.kinds`, run folders in :mod:`tinytorch.cli.runs`.
 """
 
 import argparse
+import contextlib
 import functools
+import math
 import os
+import stat
 import sys
 import warnings
 
@@ -22,6 +26,10 @@ from tinytorch.cli.options import SEED, Option, UsageError
 KINDS = {kind.name: kind for kind in (MLP(), CNN(), GPTKind())}
 # Largest model 'train' builds and 'evaluate' loads (parameters and buffers): 200 MB of float32.
 MAX_PARAMETERS = 50_000_000
+# Largest checkpoint 'evaluate' and 'generate' read, refused before its arrays are: the float32
+# weights of the largest model and AdamW's two moments of them, and 1 GiB of history and
+# metadata.
+MAX_CHECKPOINT_BYTES = 3 * 4 * MAX_PARAMETERS + 2**30
 GRAPH_FORMATS = ("svg", "png", "pdf", "jpg", "jpeg", "gif", "ps", "eps", "dot", "gv")
 THREADS = Option("threads", int, None, "threads of the BLAS library behind matrix products; "
                  "one is fastest for these small models, above all on a busy machine", low=1,
@@ -57,7 +65,7 @@ commands:
 
 def train(args):
     """Train a model of kind --model, print progress and the result, write the run's files."""
-    from tinytorch.cli.runs import RunFolder
+    from tinytorch.cli.runs import RunFolder, stop_reason, stop_status
     from tinytorch.core.training import DivergenceError
 
     kind = KINDS[args.model]
@@ -67,8 +75,8 @@ def train(args):
     run = RunFolder.claim(args.out, overwrite=args.overwrite)
     try:
         kind.train(config, data, model, run, compile=args.compile)
-    except KeyboardInterrupt:
-        raise Stopped(130, f"interrupted; {run.where()}") from None
+    except KeyboardInterrupt as stop:                   # Ctrl-C, SIGTERM
+        raise Stopped(stop_status(stop), f"{stop_reason(stop)}; {run.where()}") from None
     except DivergenceError as error:
         hint = f"; lower --lr (it was {config['lr']:g})" if "lr" in config else ""
         raise Stopped(1, f"error: {error}{hint}; {run.where()}") from None
@@ -117,6 +125,7 @@ def graph(args):
         kind = f"a .{extension} file" if extension else "a file without an extension"
         raise UsageError(f"argument --out: cannot draw a graph as {kind}; give one of "
                          f".{', .'.join(GRAPH_FORMATS)}")
+    check_output(path, "--out")
     kind = KINDS[args.model]
     settings = _settings(kind, argparse.Namespace(dataset=args.dataset, hidden=args.hidden))
     config = kind.config(settings, seed=0)
@@ -127,45 +136,65 @@ def graph(args):
                          f"{kind.sample_name} of {config['dataset']}, got {args.batch_size}")
     model = _build(kind, config, data, usage=True)
     loss = kind.graph_loss(config, data, model, args.batch_size)
-    folder = os.path.dirname(path)
-    if folder:
-        os.makedirs(folder, exist_ok=True)
     if extension not in ("dot", "gv") and shutil.which("dot") is None:
-        path = os.path.splitext(path)[0] + ".dot"
+        path, extension = os.path.splitext(path)[0] + ".dot", "dot"
         print("note: the Graphviz 'dot' program is not installed, so the graph is written "
               "as DOT text (install graphviz, e.g. apt-get install graphviz, to render it)")
-    if path.endswith((".dot", ".gv")):
-        with open(path, "w") as f:
-            f.write(to_dot(loss, params=model))
-    else:
-        try:
-            draw_graph(loss, path, params=model)
-        except RuntimeError as error:           # Graphviz's dot failed
-            raise Stopped(1, f"error: {error}") from None
+
+    def write(temporary):
+        if extension in ("dot", "gv"):
+            with open(temporary, "w", encoding="utf-8") as f:
+                f.write(to_dot(loss, params=model))
+        else:
+            draw_graph(loss, temporary, params=model, format=extension)
+
+    try:           # only the file asked for is written, and nothing is left when that fails
+        write_output(path, write)
+    except RuntimeError as error:                           # Graphviz's dot failed
+        raise Stopped(1, f"error: {path} was not written: "
+                         f"{_shortened(str(error).removeprefix('draw_graph: '))}") from None
     print(f"wrote the graph of the loss of {kind.title} on {config['dataset']} to {path}")
     return 0
 
 
 def demo(args):
-    """Fit y = 3x + 2 by gradient descent with autograd, printing the loss as it falls."""
+    """Fit y = 3x + 2 by gradient descent with autograd, printing the loss as it falls.
+    Training that diverges (a loss that becomes NaN or infinite, or ends above where it
+    started) stops with an error, as 'train' does."""
     import tinytorch as tt
-    from tinytorch.core.training import format_loss
+    from tinytorch.core.training import DivergenceError, format_loss
 
     tt.manual_seed(args.seed)
     x = tt.rand(64, 1) * 4 - 2
     y = 3 * x + 2 + 0.05 * tt.randn(64, 1)
     w = tt.zeros(1, 1, requires_grad=True)
     b = tt.zeros(1, requires_grad=True)
-    for step in range(args.steps + 1):
-        loss = ((x @ w + b - y) ** 2).mean()
-        loss.backward()
-        with tt.no_grad():
-            w.data -= args.lr * w.grad.data
-            b.data -= args.lr * b.grad.data
-        w.zero_grad()
-        b.zero_grad()
-        if step % max(args.steps // 10, 1) == 0:
-            print(f"step {step:4d}  loss {format_loss(loss.item(), width=10)}")
+
+    def mse():
+        return ((x @ w + b - y) ** 2).mean()
+
+    first = None
+    try:
+        for step in range(args.steps + 1):
+            loss = mse()
+            value = loss.item()
+            first = value if first is None else first
+            if not math.isfinite(value):
+                raise DivergenceError(None, step, None, f"the loss is {value}")
+            loss.backward()
+            with tt.no_grad():
+                w.data -= args.lr * w.grad.data
+                b.data -= args.lr * b.grad.data
+            w.zero_grad()
+            b.zero_grad()
+            if step % max(args.steps // 10, 1) == 0:
+                print(f"step {step:4d}  loss {format_loss(value, width=10)}")
+        final = mse().item()
+        if not final <= first:                              # NaN included
+            raise DivergenceError(None, args.steps, None, f"the loss rose from {first:.4g} "
+                                  f"at step 0 to {final:.4g}")
+    except DivergenceError as error:
+        raise Stopped(1, f"error: {error}; lower --lr (it was {args.lr:g})") from None
     print(f"learned y = {w.item():.3f} x + {b.item():.3f}   (true: y = 3x + 2)")
     return 0
 
@@ -253,10 +282,10 @@ def _load_run(run, only=None):
     path = run
     if os.path.isdir(path):
         path = os.path.join(path, "model.npz")
-        if not os.path.exists(path):
+        if not os.path.lexists(path):
             raise ValueError(f"{run} holds no model.npz (a run folder gets it when its first "
                              f"epoch or evaluation interval ends)")
-    checkpoint = read_checkpoint(path)
+    checkpoint = read_checkpoint(path, max_bytes=MAX_CHECKPOINT_BYTES)
     metadata = checkpoint.get("metadata") or {}
     config = metadata.get("config")
     if not isinstance(config, dict):
@@ -321,14 +350,12 @@ class _reading:
 
 
 def _tune_process(threads):
-    """Apply --threads (None: one thread, unless the environment sets a number; False: the
-    command has no such option) and keep freed memory for reuse (see
+    """Apply --threads (None, also for commands without the option: one thread, unless the
+    environment sets a number) and keep freed memory for reuse (see
     :mod:`tinytorch.cli.runtime`). A thread limit that cannot be set is warned about only when
     asked for on the command line."""
     from tinytorch.cli.runtime import environment_threads, keep_freed_memory, limit_blas_threads
 
-    if threads is False:
-        return
     keep_freed_memory()
     if threads is None and environment_threads():
         return
@@ -352,6 +379,59 @@ def _silence_stdout():
         pass                                    # not a real file (e.g. captured by a test)
 
 
+def check_output(path, option):
+    """Refuse, before any work, an output file ``path`` (given with ``option``) that cannot be
+    written: UsageError for an empty name, ValueError when it is a folder, a named pipe or a
+    device, NotADirectoryError when a file stands where one of its folders would be."""
+    from tinytorch.cli.runs import missing_folders
+    from tinytorch.core.serialization import file_kind
+
+    if not path:
+        raise UsageError(f"argument {option}: must name a file, got an empty string")
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        raise ValueError(f"{path}: cannot be written: it is {file_kind(mode)}, not a regular "
+                         f"file")
+    if os.path.dirname(path):
+        missing_folders(os.path.dirname(path))
+
+
+def write_output(path, write):
+    """Write the file ``path`` with ``write(temporary path)`` all at once (see
+    :func:`~tinytorch.core.serialization.write_atomically`), creating its missing folders;
+    when that fails, nothing is left: neither a partial file nor the folders made."""
+    from tinytorch.cli.runs import make_folders, remove_folders
+    from tinytorch.core.serialization import write_atomically
+
+    created = make_folders(os.path.dirname(path)) if os.path.dirname(path) else []
+    try:
+        with write_atomically(path) as temporary:
+            write(temporary)
+    except BaseException:
+        remove_folders(created)
+        raise
+
+
+def _describe(error):
+    """The text of an exception for its one line: an OSError as ``<file>: <reason>`` (e.g.
+    ``runs/a/model.npz: No space left on device``) rather than ``[Errno 28] ...``."""
+    if isinstance(error, OSError) and error.strerror and isinstance(error.filename, (str, bytes)):
+        text = f"{os.fsdecode(error.filename)}: {error.strerror}"
+        if isinstance(error.filename2, (str, bytes)):
+            text += f" (with {os.fsdecode(error.filename2)})"
+        return text
+    return str(error)
+
+
+def _shortened(text, limit=300):
+    """``text`` on one line, cut to ``limit`` characters (e.g. another program's stderr)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     """Warnings in one line, without the source path and line Python shows by default."""
     print(f"tinytorch: warning: {' '.join(str(message).split())}", file=sys.stderr)
@@ -367,6 +447,17 @@ class _Parser(argparse.ArgumentParser):
                      f"(see '{self.prog} --help')\n")
 
 
+class _CommandParser(_Parser):
+    """The parser of one command: it refuses arguments it does not know itself, so that the
+    message names the command ('tinytorch train: error: unrecognized arguments: --bogus')."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
+
 def build_parser():
     from tinytorch import __version__
     from tinytorch.datasets import DATASETS
@@ -374,7 +465,8 @@ def build_parser():
     parser = _Parser(prog="tinytorch", description=DESCRIPTION,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"tinytorch {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     parser_class=_CommandParser)
 
     p = commands.add_parser(
         "train", help="train a model and report how well it does",
@@ -385,9 +477,9 @@ def build_parser():
                     "epoch. The GPT (--model gpt) learns tiny Shakespeare character by "
                     "character, prints its loss and speed every 50 steps, estimates the "
                     "validation loss and saves every --eval-interval steps, and ends with the "
-                    "loss over the whole validation split and a sample of text. Ctrl-C stops "
-                    "at once and keeps the last saved epoch (or step); training that diverges "
-                    "(NaN or infinity) stops with an error and keeps it too.")
+                    "loss over the whole validation split and a sample of text. Ctrl-C (or "
+                    "SIGTERM) stops at once and keeps the last saved epoch (or step); training "
+                    "that diverges (NaN or infinity) stops with an error and keeps it too.")
     p.add_argument("--model", choices=list(KINDS), default=next(iter(KINDS)),
                    help="the kind of model: " + "; ".join(f"{kind.name}, {kind.summary}"
                                                           for kind in KINDS.values())
@@ -463,6 +555,7 @@ def build_parser():
            low=1, high=4096).add_to(p, unset=True)
     Option("batch_size", int, 8, "samples (for gpt: windows of text) in the batch, at most "
            "the training split's", low=1, high=65_536).add_to(p)
+    THREADS.add_to(p)
     p.set_defaults(run=graph)
 
     p = commands.add_parser(
@@ -471,7 +564,7 @@ def build_parser():
                     "tensors with requires_grad, printing the loss as it falls.")
     Option("steps", int, 200, "gradient-descent steps", low=1, high=1_000_000).add_to(p)
     Option("lr", float, 0.1, "learning rate", low=0, low_open=True).add_to(p)
-    SEED.add_to(p)
+    Option("seed", int, 0, "seeds the 64 noisy points", low=0, high=2**32 - 1).add_to(p)
     p.set_defaults(run=demo)
 
     from tinytorch.cli import profile
@@ -486,28 +579,32 @@ def _parser():
 
 def main(argv=None):
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    from tinytorch.cli.runs import stop_reason, stop_signals_interrupt, stop_status
+
+    _escape_unencodable_output()
     try:
-        args = _parser().parse_args(argv)
-        _tune_process(getattr(args, "threads", False))
-        with warnings.catch_warnings():
-            warnings.showwarning = _show_warning
-            import numpy as np
-            with np.errstate(all="ignore"):    # non-finite results are reported, not warned
-                status = args.run(args)
-        sys.stdout.flush()
+        with stop_signals_interrupt():
+            args = _parser().parse_args(argv)
+            _tune_process(getattr(args, "threads", None))
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                import numpy as np
+                with np.errstate(all="ignore"):    # non-finite results are reported, not warned
+                    status = args.run(args)
+            sys.stdout.flush()
         return status
     except UsageError as error:
         command = f"tinytorch {args.command}"
         return _fail(2, f"{command}: error: {error} (see '{command} --help')")
     except Stopped as stop:
         return _fail(stop.status, f"tinytorch: {stop}")
-    except KeyboardInterrupt:
-        return _fail(130, "tinytorch: interrupted")
+    except KeyboardInterrupt as stop:                   # Ctrl-C, SIGTERM
+        return _fail(stop_status(stop), f"tinytorch: {stop_reason(stop)}")
     except BrokenPipeError:
         _silence_stdout()
         return 1
     except (ValueError, OSError) as error:
-        return _fail(1, f"tinytorch: error: {error}")
+        return _fail(1, f"tinytorch: error: {_describe(error)}")
     except MemoryError:
         return _fail(1, "tinytorch: error: out of memory")
 
@@ -516,8 +613,19 @@ def _fail(status, message):
     """Print ``message`` on one line of stderr, with characters that are not printable (e.g.
     from a hostile file's entry names) escaped; return ``status``."""
     text = " ".join(str(message).split())
-    print("".join(c if c.isprintable() else ascii(c)[1:-1] for c in text), file=sys.stderr)
+    with contextlib.suppress(OSError):                  # stderr gone (e.g. after SIGHUP)
+        print("".join(c if c.isprintable() else ascii(c)[1:-1] for c in text), file=sys.stderr)
     return status
+
+
+def _escape_unencodable_output():
+    """Let stdout and stderr write characters their encoding lacks as escapes (``\\xfc``)
+    instead of failing: a run folder named 'ü' under LANG=C or PYTHONIOENCODING=ascii, or
+    a file name holding bytes that are not UTF-8."""
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict":
+            with contextlib.suppress(AttributeError, ValueError, OSError):
+                stream.reconfigure(errors="backslashreplace")
 
 
 if __name__ == "__main__":

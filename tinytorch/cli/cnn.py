@@ -17,7 +17,7 @@ import math
 from dataclasses import replace
 
 from tinytorch.cli.kinds import (
-    BATCH_SIZE, EPOCHS, LR, OPTIMIZER, ClassifierKind, dataset_option, prepare_data,
+    BATCH_SIZE, EPOCHS, LR, OPTIMIZER, ClassifierKind, dataset_option,
 )
 from tinytorch.cli.options import Option
 
@@ -42,7 +42,7 @@ class CNN(ClassifierKind):
 
     def load_data(self, config, checkpoint=None, where=None):
         """The MLP's splits (same seed, same samples, same standardisation) as images."""
-        data = prepare_data(config["dataset"], config["seed"])
+        data = super().load_data(config, checkpoint, where)      # checks the stored mean, std
         return replace(data, train=_as_images(data.train), val=_as_images(data.val),
                        test=_as_images(data.test))
 

@@ -192,6 +192,30 @@ def prepare_data(dataset, seed):
                               mean=mean, std=std)
 
 
+def check_standardisation(checkpoint, data, where):
+    """Check the ``mean`` and ``std`` a checkpoint's metadata records (untrusted input) against
+    the ones recomputed from its data set and seed: ValueError naming ``where`` unless each is
+    a finite float array of one value per feature (std > 0) equal to the recomputed one up to
+    rounding. Checkpoints without them (written by tinytorch 0.1) pass."""
+    metadata = checkpoint.get("metadata") or {}
+    for name, recomputed in (("mean", data.mean), ("std", data.std)):
+        if name not in metadata:
+            continue
+        stored = metadata[name]
+        field = f"{where}: the checkpoint's metadata '{name}'"
+        if not isinstance(stored, np.ndarray) or stored.dtype.kind != "f":
+            raise ValueError(f"{field} must be an array of floats, got "
+                             f"{getattr(stored, 'dtype', type(stored).__name__)}")
+        if stored.shape != recomputed.shape:
+            raise ValueError(f"{field} must hold one value per feature, shape "
+                             f"{recomputed.shape}, got shape {stored.shape}")
+        if not np.isfinite(stored).all() or (name == "std" and not (stored > 0).all()):
+            raise ValueError(f"{field} must be finite{' and positive' if name == 'std' else ''}")
+        if not np.allclose(stored, recomputed, rtol=1e-5, atol=1e-8):
+            raise ValueError(f"{field} differs from the one of the training split its config "
+                             f"gives (data set and seed): was the model trained on other data?")
+
+
 def make_optimizer(name, params, lr):
     from tinytorch.core.optimizers import SGD, Adam, AdamW
 
@@ -218,7 +242,10 @@ class ClassifierKind(ModelKind):
         return (Option("classes", int, None, "", low=2, high=MAX_CLASSES),)
 
     def load_data(self, config, checkpoint=None, where=None):
-        return prepare_data(config["dataset"], config["seed"])
+        data = prepare_data(config["dataset"], config["seed"])
+        if checkpoint is not None:
+            check_standardisation(checkpoint, data, where)
+        return data
 
     def check_data(self, config, data, where):
         if config["classes"] != data.classes:
@@ -386,12 +413,14 @@ def check_state(shapes, stored, where):
     missing = [name for name in shapes if name not in stored]
     unexpected = [name for name in stored if name not in shapes]
     if missing or unexpected:
+        def listed(names):              # names from the file may be long: cut each one
+            cut = [name if len(name) <= 40 else name[:37] + "..." for name in names[:3]]
+            return ", ".join(cut) + (" ..." if len(names) > 3 else "")
         parts = []
         if missing:
-            parts.append(f"lacks {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
+            parts.append(f"lacks {listed(missing)}")
         if unexpected:
-            parts.append(f"has no place for {', '.join(unexpected[:3])}"
-                         f"{' ...' if len(unexpected) > 3 else ''}")
+            parts.append(f"has no place for {listed(unexpected)}")
         raise ValueError(f"{where}: the checkpoint's weights do not match its config: the model "
                          f"it describes has {len(shapes)} arrays, the file {len(stored)} "
                          f"({'; '.join(parts)})")

@@ -12,7 +12,7 @@ Chrome trace.
 
 import argparse
 
-from tinytorch.cli.options import SEED, Option, UsageError
+from tinytorch.cli.options import Option, UsageError
 
 DEFAULT_LR = 1e-3          # for kinds whose config has no learning rate
 
@@ -36,10 +36,11 @@ def add_command(commands, kinds):
            default_text="the model's --batch-size for 'train'").add_to(p, unset=True)
     p.add_argument("--trace", metavar="FILE", default=None,
                    help="also write the events to FILE as a Chrome trace (JSON), viewable in "
-                        "chrome://tracing or https://ui.perfetto.dev")
+                        "chrome://tracing or https://ui.perfetto.dev; missing folders are created")
     p.add_argument("--sort-by", choices=SORT_KEYS, default="total_time",
                    help="the table's order (default: total_time)")
-    SEED.add_to(p)
+    Option("seed", int, 0, "seeds the data split and the initial weights", low=0,
+           high=2**32 - 1).add_to(p)
     from tinytorch.cli import THREADS
     THREADS.add_to(p)
     p.set_defaults(run=run)
@@ -49,11 +50,13 @@ def run(args):
     """Profile one training step of ``args.model``; print the table and the summary."""
     import time
 
-    from tinytorch.cli import KINDS, _build, _settings
+    from tinytorch.cli import KINDS, _build, _settings, check_output, write_output
     from tinytorch.cli.kinds import make_optimizer
     from tinytorch.profiler import profile
 
     kind = KINDS[args.model]
+    if args.trace is not None:
+        check_output(args.trace, "--trace")
     config = kind.config(_settings(kind, argparse.Namespace()), args.seed)
     data = kind.load_data(config)
     batch_size = args.batch_size or config.get("batch_size", 32)
@@ -86,8 +89,8 @@ def run(args):
     print(prof.summary())
     print(f"  optimizer step ({optimizer_name}): {_ms(update)}, not in the table: it updates "
           f"the parameters' arrays in place and records no op")
-    if args.trace:
-        prof.export_chrome_trace(args.trace)
+    if args.trace is not None:
+        write_output(args.trace, prof.export_chrome_trace)
         print(f"wrote {len(prof.events)} events to {args.trace} (open it in chrome://tracing "
               f"or https://ui.perfetto.dev)")
     return 0

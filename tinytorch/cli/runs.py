@@ -3,8 +3,9 @@
 - The folder is claimed atomically: ``runs/<timestamp>`` gets a suffix (``-2``, ``-3``...) when
   taken, even by a run started at the same moment; an explicit ``--out`` that holds a run is
   refused unless overwriting is asked for.
-- Files are written to a temporary name and renamed, and the checkpoint and history of an
-  epoch are written together with Ctrl-C held back until both are on disk.
+- Files are written to a temporary name and renamed (with the permissions the umask gives new
+  files), and the checkpoint and history of an epoch are written together with Ctrl-C (and
+  the other stop signals, :data:`STOP_SIGNALS`) held back until both are on disk.
 - A run that ends before it saved anything removes what it created, folders included.
 """
 
@@ -14,13 +15,14 @@ import json
 import math
 import os
 import signal
-import tempfile
+import stat
 import threading
 import time
 
 import numpy as np
 
 from tinytorch.cli.options import UsageError
+from tinytorch.core.serialization import file_kind, write_atomically
 
 RUN_FILES = ("model.npz", "history.json", "curves.png")
 CLAIM = "history.json"          # created exclusively when a run claims its folder
@@ -50,7 +52,7 @@ class RunFolder:
         ``history.json``) and ``overwrite`` is false, OSError when it cannot be created.
         """
         if out is None:
-            created = _make_parents(base)
+            created = make_folders(base)
             stamp = stamp or time.strftime("%Y%m%d-%H%M%S")
             for suffix in range(1, _MAX_SUFFIX):
                 path = os.path.join(base, stamp if suffix == 1 else f"{stamp}-{suffix}")
@@ -62,14 +64,21 @@ class RunFolder:
             raise OSError(errno.EEXIST, f"{base} already holds {_MAX_SUFFIX} runs named {stamp}")
         if not out:
             raise UsageError("argument --out: must name a folder, got an empty string")
-        if os.path.exists(out) and not os.path.isdir(out):
-            raise UsageError(f"argument --out: {out} is a file, not a folder")
-        created = _make_parents(out)
+        mode = _mode(out)
+        if mode is not None and not stat.S_ISDIR(mode):
+            kind = "a file" if stat.S_ISREG(mode) else file_kind(mode)
+            raise UsageError(f"argument --out: {out} is {kind}, not a folder")
+        for name in RUN_FILES:              # what --overwrite would have to replace
+            mode = _mode(os.path.join(out, name))
+            if mode is not None and not stat.S_ISREG(mode):
+                raise UsageError(f"argument --out: {os.path.join(out, name)} is "
+                                 f"{file_kind(mode)}, not a file a run can write")
+        created = make_folders(out)
         if not overwrite:
             held = [name for name in RUN_FILES[:2] if os.path.exists(os.path.join(out, name))]
             claimed = None if held else _create_exclusively(out, CLAIM)
             if held or claimed is None:
-                _remove_folders(created)
+                remove_folders(created)
                 raise UsageError(f"argument --out: {out} already holds a run "
                                  f"({', '.join(held) or CLAIM}); give --overwrite to replace it, "
                                  f"or choose another folder")
@@ -93,18 +102,12 @@ class RunFolder:
     def write_file(self, name, write):
         """Write the file ``name`` with ``write(path)`` (to a temporary name, then renamed);
         returns what ``write`` returned, and keeps the file only when that is not False."""
-        final = os.path.join(self.path, name)
-        stem, extension = os.path.splitext(name)
-        fd, temporary = tempfile.mkstemp(dir=self.path, prefix=f".{stem}.", suffix=extension)
-        os.close(fd)
-        try:
+        with contextlib.suppress(_Discarded), write_atomically(
+                os.path.join(self.path, name)) as temporary:
             result = write(temporary)
-            if result is not False:
-                os.replace(temporary, final)
-                self.written.add(name)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(temporary)
+            if result is False:
+                raise _Discarded
+            self.written.add(name)
         return result
 
     def where(self):
@@ -121,18 +124,26 @@ class RunFolder:
         if self._claimed is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(self._claimed)
-        _remove_folders(self._created)
+        remove_folders(self._created)
 
 
-def _make_parents(path):
-    """Create ``path`` and its missing parents; returns the folders created, outermost first."""
-    missing, head = [], os.path.abspath(path)
-    while not os.path.isdir(head):
-        missing.append(head)
-        parent = os.path.dirname(head)
-        if parent == head:
-            break
-        head = parent
+class _Discarded(Exception):
+    """Raised in :meth:`RunFolder.write_file`'s block to drop the temporary file."""
+
+
+def _mode(path):
+    """``st_mode`` of ``path`` (links followed), or None when there is nothing there."""
+    try:
+        return os.stat(path).st_mode
+    except OSError:
+        return None
+
+
+def make_folders(path):
+    """Create the folder ``path`` and its missing parents; returns the folders created,
+    outermost first (to undo with :func:`remove_folders`). A file in the way raises
+    NotADirectoryError saying which (see :func:`missing_folders`)."""
+    missing = missing_folders(path)
     created = []
     try:
         for folder in reversed(missing):
@@ -143,12 +154,32 @@ def _make_parents(path):
                 if not os.path.isdir(folder):
                     raise
     except OSError:
-        _remove_folders(created)
+        remove_folders(created)
         raise
     return created
 
 
-def _remove_folders(folders):
+def missing_folders(path):
+    """The folders (absolute, innermost first) that creating the folder ``path`` would make;
+    NotADirectoryError saying which when a file (or a pipe, a device...) stands where one of
+    them would be, before anything is created."""
+    missing, head = [], os.path.abspath(path)
+    while not os.path.isdir(head):
+        missing.append(head)
+        parent = os.path.dirname(head)
+        if parent == head:
+            break
+        head = parent
+    for folder in missing:
+        mode = _mode(folder)
+        if mode is not None and not stat.S_ISDIR(mode):     # e.g. --out a-file/run
+            kind = "a file" if stat.S_ISREG(mode) else file_kind(mode)
+            where = "" if folder == missing[0] else f"cannot create the folder {path}: "
+            raise NotADirectoryError(f"{where}{folder} is {kind}, not a folder")
+    return missing
+
+
+def remove_folders(folders):
     """Remove the folders (innermost first) that are empty; others are left alone."""
     for folder in reversed(folders):
         with contextlib.suppress(OSError):
@@ -159,15 +190,68 @@ def _create_exclusively(folder, name):
     """Create the empty file ``folder/name``; its path, or None when it exists already."""
     path = os.path.join(folder, name)
     try:
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     except FileExistsError:
         return None
     return path
 
 
+# Signals that stop a command as Ctrl-C does, each raising a KeyboardInterrupt (see
+# :func:`stop_signals_interrupt`); the command then exits with status 128 + the signal's number.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+                     if hasattr(signal, name))
+
+
+class Terminated(KeyboardInterrupt):
+    """The KeyboardInterrupt a stop signal other than Ctrl-C raises (SIGTERM, SIGHUP)."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def stop_status(interrupt):
+    """The exit status after the KeyboardInterrupt ``interrupt``: 128 + its signal's number
+    (130 for Ctrl-C, 143 for SIGTERM)."""
+    return 128 + getattr(interrupt, "signum", signal.SIGINT)
+
+
+def stop_reason(interrupt):
+    """What stopped the command, for its message: "interrupted" (Ctrl-C), or "stopped by
+    SIGTERM"."""
+    signum = getattr(interrupt, "signum", signal.SIGINT)
+    return "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def stop_signals_interrupt():
+    """Within the block, the stop signals besides Ctrl-C (SIGTERM, SIGHUP) raise
+    :class:`Terminated`, a KeyboardInterrupt, so that they stop a command as Ctrl-C does: the
+    last good checkpoint is kept and what the command created unfinished is removed. Signals
+    the process ignores stay ignored (e.g. SIGHUP under ``nohup``). Outside the main thread
+    (where signal handlers cannot be set) the block runs unchanged."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+    for signum in STOP_SIGNALS:
+        if signum != signal.SIGINT and signal.getsignal(signum) == signal.SIG_DFL:
+            previous[signum] = signal.signal(signum, _raise_terminated)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 @contextlib.contextmanager
 def deferred_interrupt():
-    """Within the block, Ctrl-C (SIGINT) is held back and delivered when the block ends.
+    """Within the block, Ctrl-C (SIGINT) and the other :data:`STOP_SIGNALS` are held back, the
+    first received delivered when the block ends.
 
     Files written together inside the block are then consistent. Outside the main thread
     (where signal handlers cannot be set) the block runs unprotected.
@@ -175,14 +259,23 @@ def deferred_interrupt():
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    received = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(frame))
+    received, previous = [], {}
+    for signum in STOP_SIGNALS:
+        if signal.getsignal(signum) not in (signal.SIG_IGN, None):
+            previous[signum] = signal.signal(
+                signum, lambda number, frame: received.append((number, frame)))
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-    if received and callable(previous):
-        previous(signal.SIGINT, received[0])
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if received:
+        signum, frame = received[0]
+        handler = previous[signum]
+        if callable(handler):
+            handler(signum, frame)
+        elif handler == signal.SIG_DFL:
+            signal.raise_signal(signum)           # the default action: the process ends
 
 
 def strict_json(value):
@@ -202,13 +295,5 @@ def strict_json(value):
 def write_json(path, value):
     """Write ``value`` to ``path`` as strict JSON (see :func:`strict_json`), atomically."""
     text = json.dumps(strict_json(value), indent=1, allow_nan=False) + "\n"
-    folder, name = os.path.split(path)
-    fd, temporary = tempfile.mkstemp(dir=folder or ".", prefix=f".{name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(temporary)
-        raise
+    with write_atomically(path) as temporary, open(temporary, "w") as f:
+        f.write(text)

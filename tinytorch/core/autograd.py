@@ -275,8 +275,13 @@ def run_op(op, *inputs, **params):
         else:
             needs = _SECOND if b_is_tensor and b.requires_grad else _NEITHER
     else:
-        out = node.forward(*[x._data if isinstance(x, Tensor) else x for x in inputs], **params)
-        needs = tuple([isinstance(x, Tensor) and x.requires_grad for x in inputs])
+        values, needs = [], []
+        for x in inputs:
+            is_tensor = isinstance(x, Tensor)
+            values.append(x._data if is_tensor else x)
+            needs.append(is_tensor and x.requires_grad)
+        out = node.forward(*values, **params)
+        needs = tuple(needs)
     if type(out) is not np.ndarray:
         out = np.asarray(out)
     result = Tensor.__new__(Tensor)
@@ -697,24 +702,48 @@ _OP_MODULES = ("tinytorch.core.ops", "tinytorch.core.functional")
 
 def __getattr__(name):
     """``from tinytorch.core.autograd import MulBackward, gradcheck, ...``: the op classes of
-    ops.py and functional.py and the features' public names, under the curriculum's path."""
+    ops.py and functional.py and the features' public names, under the curriculum's path.
+
+    The first lookup once those modules are loaded copies all their names here and removes
+    this function: CPython 3.11 does not specialise ``module.name`` on a module that has a
+    ``__getattr__`` (PEP 562), and tensor.py reads ``autograd.run_op`` and
+    ``autograd.AddBackward`` for every op.
+    """
+    if name.startswith("__") and name != "__all__":     # e.g. __path__, which ``from`` asks
+        raise AttributeError(name)
+    exports = _exports()
+    if exports is None:                     # during the package's own import: this name only
+        return _export(name)
+    globals().update(exports)
+    del globals()["__getattr__"]
+    if name not in exports:
+        raise AttributeError(f"module 'tinytorch.core.autograd' has no attribute {name!r}")
+    return exports[name]
+
+
+def _export(name):
+    """One re-exported name (the value ``__getattr__`` returns while modules still import)."""
     if name == "__all__":
         return _public_names()
-    if name.startswith("__"):               # e.g. __path__, which every ``from ... import`` asks
-        raise AttributeError(name)
     for module_name, names in _REEXPORTS.items():
         if name in names:
-            return _keep(name, getattr(importlib.import_module(module_name), name))
+            return getattr(importlib.import_module(module_name), name)
     for module_name in _OP_MODULES:
         module = importlib.import_module(module_name)
         if name in module.__all__:
-            return _keep(name, getattr(module, name))
+            return getattr(module, name)
     raise AttributeError(f"module 'tinytorch.core.autograd' has no attribute {name!r}")
 
 
-def _keep(name, value):
-    globals()[name] = value
-    return value
+def _exports():
+    """Every re-exported name and its value, and ``__all__``; None while one of the modules
+    defining them is still being imported (its names are not all there yet)."""
+    try:
+        exports = {name: _export(name) for name in _public_names() if name not in _ENGINE_NAMES}
+    except AttributeError:
+        return None
+    exports["__all__"] = _public_names()
+    return exports
 
 
 def __dir__():

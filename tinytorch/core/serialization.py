@@ -12,10 +12,12 @@ lists, numbers, strings, and where each array goes) is one JSON document in the 
 so a file can hold data but never code, and checks every size before allocating anything.
 """
 
+import contextlib
 import io
 import json
 import math
 import os
+import secrets
 import stat
 import sys
 import warnings
@@ -34,22 +36,134 @@ def save(obj, path):
     """Write ``obj`` (nested dicts/lists/tuples of Tensors, arrays, numbers, strings) to ``path``.
 
     Tensors come back as Tensors and arrays as arrays; dict keys may be strings or ints. The file
-    is written to a temporary name first, so an interrupted save never leaves a half file.
+    is written to a temporary name first (see :func:`write_atomically`), so an interrupted save
+    never leaves a half file, and an OSError (disk full, permission denied) names ``path``.
     """
     arrays = {}
     tree = _encode(obj, "", arrays)
     meta = json.dumps({"format": FORMAT, "version": VERSION, "tree": tree})
     arrays[_META] = np.array(meta)
+    with write_atomically(path) as temporary, open(temporary, "wb") as f:
+        np.savez(f, **arrays)
+
+
+@contextlib.contextmanager
+def write_atomically(path):
+    """Context manager for writing the file ``path`` all at once: yields the path of a new,
+    empty file in the same folder, which replaces ``path`` when the block ends without an
+    exception and is removed otherwise. Its name (hidden, ``.model.1f2e3d4c.npz``) keeps the
+    extension of ``path``.
+
+    The temporary file is created exclusively (an existing file, link or named pipe of that
+    name is never opened) with the permissions ``open(path, "w")`` would give a new file
+    (``0o666`` less the umask). ``path`` must be a regular file or not exist: a folder, device,
+    named pipe or socket raises ValueError. An OSError from the block or the rename (disk full,
+    permission denied) is raised again naming ``path`` rather than the temporary file.
+
+    >>> with write_atomically("notes.txt") as temporary:
+    ...     with open(temporary, "w") as f:
+    ...         f.write("all or nothing")
+    """
     path = os.fspath(path)
-    partial = path + ".partial"
     try:
-        with open(partial, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(partial, path)
-    except BaseException:
-        if os.path.exists(partial):
-            os.remove(partial)
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = None                                 # missing (or unreachable: open says why)
+    if mode is not None and not stat.S_ISREG(mode):
+        raise ValueError(f"{path}: cannot be written: it is {file_kind(mode)}, not a regular "
+                         f"file")
+    folder, name = os.path.split(path)
+    stem, extension = os.path.splitext(name)      # kept: writers may read the format from it
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        temporary = os.path.join(folder, f".{stem}.{secrets.token_hex(4)}{extension}")
+        try:
+            os.close(os.open(temporary, flags, 0o666))
+            break
+        except FileExistsError:
+            continue
+        except OSError as error:
+            raise _naming(error, path, temporary) from None
+    else:
+        raise FileExistsError(f"{path}: no free temporary name next to it")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        if isinstance(error, OSError):
+            raise _naming(error, path, temporary) from None
         raise
+
+
+def _naming(error, path, temporary):
+    """``error`` (an OSError) naming ``path`` when it named nothing or the temporary file."""
+    if error.errno is None or error.filename not in (None, temporary):
+        return error
+    return OSError(error.errno, error.strerror or os.strerror(error.errno), path)
+
+
+def file_kind(mode):
+    """What a file of ``st_mode`` ``mode`` is, in words: "a folder", "a named pipe"..."""
+    for test, kind in ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a folder"),
+                       (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device")):
+        if test(mode):
+            return kind
+    return "a special file"
+
+
+def open_regular(path, what):
+    """Open ``path`` for reading in binary mode, refusing anything but a regular file (a
+    folder, device, named pipe or socket) with ValueError naming ``path`` and ``what`` the
+    file should be, before reading a byte: opening a named pipe would wait for a writer.
+    A missing file raises FileNotFoundError."""
+    path = os.fspath(path)
+    mode = os.stat(path).st_mode
+    if stat.S_ISREG(mode):                          # O_NONBLOCK: a pipe swapped in since the
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)   # stat cannot block
+                     | getattr(os, "O_CLOEXEC", 0))
+        try:
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISREG(mode):
+                if hasattr(os, "set_blocking"):
+                    os.set_blocking(fd, True)
+                return os.fdopen(fd, "rb")
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    raise ValueError(f"{path}: not a {what} (it is {file_kind(mode)}, not a regular file)")
+
+
+# Python reads integers of up to 4300 digits by default (sys.set_int_max_str_digits); longer
+# ones are refused whatever the interpreter's setting, since parsing them takes quadratic time.
+MAX_INT_DIGITS = 4300
+
+
+def parse_json(text):
+    """``json.loads(text)`` for untrusted text: ValueError with a short message for invalid
+    JSON, for nesting deeper than Python's recursion limit, and for integers of more than
+    :data:`MAX_INT_DIGITS` digits."""
+    def parse_int(digits):
+        if len(digits) > MAX_INT_DIGITS + digits.startswith("-"):
+            raise _LongInteger(f"it holds an integer of {len(digits.lstrip('-')):,} digits, "
+                               f"more than the {MAX_INT_DIGITS} read")
+        return int(digits)
+
+    try:
+        return json.loads(text, parse_int=parse_int)
+    except RecursionError:
+        raise ValueError("it is nested too deeply") from None
+    except _LongInteger as error:
+        raise ValueError(str(error)) from None
+    except ValueError as error:                 # json.JSONDecodeError, or int()'s digit limit
+        raise ValueError(f"it is not valid JSON: {_one_line(error)}") from None
+
+
+class _LongInteger(Exception):
+    """An integer too long to read (raised inside json.loads, which would hide a ValueError)."""
 
 
 def load(path):
@@ -63,13 +177,15 @@ def load(path):
     return _load(path, "tinytorch file")
 
 
-def _load(path, what):
-    """:func:`load`, with ``what`` the kind of file the messages say the file is not."""
+def _load(path, what, max_bytes=None):
+    """:func:`load`, with ``what`` the kind of file the messages say the file is not, refusing
+    files whose entries declare more than ``max_bytes`` bytes in all (before reading them)."""
     path = os.fspath(path)
-    entries = _read_archive(path, what)
+    entries = _read_archive(path, what, max_bytes)
     if _META not in entries:
+        names = ", ".join(_quoted(name) for name in sorted(entries)[:5])
         raise ValueError(f"{path}: not a {what} (an .npz archive without the '{_META}' entry; "
-                         f"its entries: {', '.join(sorted(entries)[:5]) or 'none'})")
+                         f"its entries: {names or 'none'})")
     meta = entries.pop(_META)
     try:
         if meta.ndim != 0:
@@ -81,21 +197,17 @@ def _load(path, what):
     except UnicodeError:
         raise ValueError(f"{path}: not a {what} (its '{_META}' entry is not a text)") from None
     try:
-        meta = json.loads(text)
-    except RecursionError:
-        raise ValueError(f"{path}: not a {what} (its '{_META}' entry is nested too "
-                         f"deeply)") from None
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not a {what} (its '{_META}' entry is not valid JSON: "
-                         f"{error})") from None
+        meta = parse_json(text)
+    except ValueError as error:
+        raise ValueError(f"{path}: not a {what} (its '{_META}' entry: {error})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or "tree" not in meta:
         raise ValueError(f"{path}: not a {what} (its '{_META}' entry does not describe one)")
     version = meta.get("version", 0)
-    if isinstance(version, bool) or not isinstance(version, int):
-        raise ValueError(f"{path}: damaged {what}: format version {version!r}")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise ValueError(f"{path}: damaged {what}: format version {_short(version)}")
     if version > VERSION:
-        raise ValueError(f"{path}: written by a newer tinytorch (format version {version}, "
-                         f"this one reads up to {VERSION})")
+        raise ValueError(f"{path}: written by a newer tinytorch (format version "
+                         f"{_short(version)}, this one reads up to {VERSION})")
     try:
         return _decode(meta["tree"], entries, depth=0)
     except (KeyError, TypeError, ValueError) as error:
@@ -109,16 +221,17 @@ MAX_DEPTH = 64
 _HEADER_READERS = {(1, 0): "read_array_header_1_0", (2, 0): "read_array_header_2_0"}
 
 
-def _read_archive(path, what):
+def _read_archive(path, what, max_bytes=None):
     """{entry name: array} of the .npz archive at ``path``, checked before anything is allocated.
 
-    Only what :func:`save` writes is accepted: a zip archive of uncompressed, unencrypted
-    ``.npy`` entries of bool, integer or float arrays (and the text entry ``__tinytorch__``),
-    each exactly as long as its header declares, so memory use is bounded by the file's size.
+    Only what :func:`save` writes is accepted: a regular file holding a zip archive of
+    uncompressed, unencrypted ``.npy`` entries of bool, integer or float arrays (and the text
+    entry ``__tinytorch__``), each exactly as long as its header declares. The sizes the entries
+    declare must add up to no more than the file's size (entries that overlap or misstate
+    their sizes could otherwise make a small file read as gigabytes) nor ``max_bytes``, so
+    memory use is bounded by the file's size.
     """
-    with open(path, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise ValueError(f"{path}: not a {what} (not a regular file)")
+    with open_regular(path, what) as f:
         size = os.fstat(f.fileno()).st_size
         try:
             archive = zipfile.ZipFile(f)
@@ -130,43 +243,60 @@ def _read_archive(path, what):
             raise ValueError(f"{path}: not a readable {what} (damaged or truncated archive: "
                              f"{_one_line(error)})") from None
         with archive:
+            infos = archive.infolist()
+            for info in infos:
+                _check_entry(info, path, what)
+            declared = sum(info.file_size for info in infos)
+            if declared > size:
+                raise ValueError(f"{path}: damaged {what}: its entries declare {declared:,} "
+                                 f"bytes in all, more than the file's {size:,} (entries that "
+                                 f"overlap or misstate their sizes)")
+            if max_bytes is not None and declared > max_bytes:
+                raise ValueError(f"{path}: its entries declare {declared:,} bytes in all, more "
+                                 f"than the {max_bytes:,} a {what} may hold")
             entries = {}
-            for info in archive.infolist():
-                name, array = _read_entry(archive, info, size, path, what)
+            for info in infos:
+                name, array = _read_entry(archive, info, path, what)
                 if name in entries:
-                    raise ValueError(f"{path}: damaged {what}: the entry '{name}' appears twice")
+                    raise ValueError(f"{path}: damaged {what}: the entry {_quoted(name)} "
+                                     f"appears twice")
                 entries[name] = array
     return entries
 
 
-def _read_entry(archive, info, file_size, path, what):
-    """(name, array) of one ``.npy`` entry of ``archive``; ValueError for anything else.
+def _check_entry(info, path, what):
+    """Refuse a zip entry (its directory record ``info``) that :func:`save` never writes."""
+    name = info.filename
+    if not name.endswith(".npy"):
+        raise ValueError(f"{path}: not a {what} (its entry {_quoted(name)} is not an .npy "
+                         f"array)")
+    if info.flag_bits & 0x1:
+        raise ValueError(f"{path}: not a {what} (the entry {_quoted(name[:-4])} is encrypted)")
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise ValueError(f"{path}: not a {what} (the entry {_quoted(name[:-4])} is compressed; "
+                         f"tinytorch writes uncompressed archives)")
+    if info.file_size != info.compress_size:
+        raise ValueError(f"{path}: damaged {what}: the entry {_quoted(name[:-4])} declares "
+                         f"{info.file_size:,} bytes stored in {info.compress_size:,}")
+
+
+def _read_entry(archive, info, path, what):
+    """(name, array) of one ``.npy`` entry of ``archive`` (checked by :func:`_check_entry`);
+    ValueError for anything else.
 
     The zip and .npy parsers raise a wide and undocumented set of exceptions on damaged bytes
     (zipfile.BadZipFile, NotImplementedError, RuntimeError, EOFError, struct.error, zlib.error,
     UnicodeDecodeError, tokenize.TokenError, ...), so any exception while parsing means a damaged
     file; only MemoryError passes through. Their messages are not shown: some suggest unpickling.
     """
-    name = info.filename
-    damaged = f"{path}: damaged {what}"
-    if not name.endswith(".npy"):
-        raise ValueError(f"{path}: not a {what} (its entry {name!r} is not an .npy array)")
-    name = name[:-4]
-    if info.flag_bits & 0x1:
-        raise ValueError(f"{path}: not a {what} (the entry '{name}' is encrypted)")
-    if info.compress_type != zipfile.ZIP_STORED:
-        raise ValueError(f"{path}: not a {what} (the entry '{name}' is compressed; tinytorch "
-                         f"writes uncompressed archives)")
-    if info.file_size != info.compress_size or info.file_size > file_size:
-        raise ValueError(f"{damaged}: the entry '{name}' declares {info.file_size} bytes, more "
-                         f"than the file holds")
+    name = info.filename[:-4]
+    entry = f"{path}: damaged {what}: the entry {_quoted(name)}"
     try:
         data = archive.read(info)
     except MemoryError:
         raise
     except Exception as error:
-        raise ValueError(f"{damaged}: the entry '{name}' cannot be read "
-                         f"({_one_line(error)})") from None
+        raise ValueError(f"{entry} cannot be read ({_one_line(error)})") from None
     try:
         stream = io.BytesIO(data)
         with warnings.catch_warnings():
@@ -177,20 +307,40 @@ def _read_entry(archive, info, file_size, path, what):
     except MemoryError:
         raise
     except Exception:
-        raise ValueError(f"{damaged}: the entry '{name}' has no valid .npy header") from None
+        raise ValueError(f"{entry} has no valid .npy header") from None
     allowed = "U" if name == _META else "biuf"
     if dtype.kind not in allowed or dtype.hasobject or dtype.fields is not None:
-        raise ValueError(f"{path}: not a {what} (the entry '{name}' holds {dtype} data, "
+        raise ValueError(f"{path}: not a {what} (the entry {_quoted(name)} holds {dtype} data, "
                          f"which tinytorch files never hold)")
-    if len(shape) > 32 or any(n < 0 for n in shape):
-        raise ValueError(f"{damaged}: the entry '{name}' declares the shape {shape}")
+    # NumPy's header parser accepts any Python ints in the shape, bools (True == 1) included
+    if (type(fortran_order) is not bool or not isinstance(shape, tuple) or len(shape) > 32
+            or any(type(n) is not int or n < 0 for n in shape)):
+        raise ValueError(f"{entry} declares the shape {_short(shape)}"
+                         f"{'' if type(fortran_order) is bool else ' in an unknown order'}")
     count = math.prod(shape)
     offset = stream.tell()
     if count * dtype.itemsize != len(data) - offset:
-        raise ValueError(f"{damaged}: the entry '{name}' declares the shape {shape} of "
-                         f"{count * dtype.itemsize} bytes but holds {len(data) - offset}")
-    array = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
-    return name, array.reshape(shape, order="F" if fortran_order else "C").copy(order="C")
+        raise ValueError(f"{entry} declares the shape {shape} of {count * dtype.itemsize:,} "
+                         f"bytes but holds {len(data) - offset:,}")
+    try:
+        array = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
+        return name, array.reshape(shape, order="F" if fortran_order else "C").copy(order="C")
+    except MemoryError:
+        raise
+    except Exception as error:
+        raise ValueError(f"{entry} cannot be read as an array ({_one_line(error)})") from None
+
+
+def _quoted(name, limit=60):
+    """An entry's name in quotes for a message, cut to ``limit`` characters (a zip entry's name
+    may be 65,535 bytes long)."""
+    return repr(name) if len(name) <= limit else repr(name[:limit - 3] + "...")
+
+
+def _short(value, limit=40):
+    """repr(value), cut to ``limit`` characters (values from files may be huge)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _one_line(error):

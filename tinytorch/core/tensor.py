@@ -480,10 +480,15 @@ class Tensor:
         return bool(self._data)
 
     def __format__(self, spec):
-        """A one-element tensor formats as its number (``f"{loss:.4f}"``), as in PyTorch."""
-        if self._data.size == 1 and spec:
+        """A one-element tensor formats as its number (``f"{loss:.4f}"``), as in PyTorch;
+        a format spec on any other tensor raises TypeError, as in PyTorch."""
+        if spec and self._data.size != 1:
+            raise TypeError(f"unsupported format string {spec!r} passed to Tensor.__format__: "
+                            f"only one-element tensors format as numbers, this one has shape "
+                            f"{self.shape}")
+        if spec:
             return format(self.item(), spec)
-        return format(str(self), spec)
+        return str(self)
 
     def __float__(self):
         return float(self.item())
@@ -612,32 +617,41 @@ class Tensor:
         return self._compare(other, np.greater_equal)
 
     # ----- elementwise functions -----------------------------------------------------------------
+    # Integers go in as the default float dtype, as in PyTorch (``_floating``, inlined: these run
+    # for every op).
     def exp(self):
-        return autograd.run_op(autograd.ExpBackward, _floating(self))
+        x = self if self._data.dtype.kind == "f" else _as_float(self)
+        return autograd.run_op(autograd.ExpBackward, x)
 
     def log(self):
-        return autograd.run_op(autograd.LogBackward, _floating(self))
+        x = self if self._data.dtype.kind == "f" else _as_float(self)
+        return autograd.run_op(autograd.LogBackward, x)
 
     def sqrt(self):
-        return autograd.run_op(autograd.SqrtBackward, _floating(self))
+        x = self if self._data.dtype.kind == "f" else _as_float(self)
+        return autograd.run_op(autograd.SqrtBackward, x)
 
     def abs(self):
         return autograd.run_op(autograd.AbsBackward, self)
 
     def tanh(self):
-        return autograd.run_op(autograd.TanhBackward, _floating(self))
+        x = self if self._data.dtype.kind == "f" else _as_float(self)
+        return autograd.run_op(autograd.TanhBackward, x)
 
     def sigmoid(self):
-        return autograd.run_op(autograd.SigmoidBackward, _floating(self))
+        x = self if self._data.dtype.kind == "f" else _as_float(self)
+        return autograd.run_op(autograd.SigmoidBackward, x)
 
     def relu(self):
         return autograd.run_op(autograd.ReLUBackward, self)
 
     def sin(self):
-        return autograd.run_op(autograd.SinBackward, _floating(self))
+        x = self if self._data.dtype.kind == "f" else _as_float(self)
+        return autograd.run_op(autograd.SinBackward, x)
 
     def cos(self):
-        return autograd.run_op(autograd.CosBackward, _floating(self))
+        x = self if self._data.dtype.kind == "f" else _as_float(self)
+        return autograd.run_op(autograd.CosBackward, x)
 
     def masked_fill(self, mask, value):
         """``value`` where ``mask`` is true (nonzero), this tensor elsewhere (differentiable in
@@ -740,10 +754,15 @@ class Tensor:
     view = reshape
 
     def flatten(self, start_dim=0, end_dim=-1):
-        """Merge axes ``start_dim..end_dim`` into one."""
+        """Merge axes ``start_dim..end_dim`` (both included) into one; a 0-d tensor becomes
+        shape (1,). IndexError for an axis out of range, ValueError when ``start_dim`` comes
+        after ``end_dim`` (PyTorch's rules)."""
+        start, end = _axes_tuple((_dim(start_dim), _dim(end_dim)), max(self.ndim, 1))
+        if start > end:
+            raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} "
+                             f"for a tensor with {self.ndim} dims")
         if self.ndim == 0:
             return self.reshape(1)
-        start, end = start_dim % self.ndim, end_dim % self.ndim
         merged = int(np.prod(self.shape[start:end + 1]))
         return self.reshape(self.shape[:start] + (merged,) + self.shape[end + 1:])
 
@@ -773,7 +792,10 @@ class Tensor:
         return self.reshape(self.shape[:axis] + (1,) + self.shape[axis:])
 
     def transpose(self, dim0=None, dim1=None):
-        """Swap two axes (by default the last two)."""
+        """Swap two axes (by default the last two). TypeError for one dim without the other or
+        a dim that is not an int (a bool included, as in PyTorch)."""
+        if dim0 is not None and dim1 is not None:
+            dim0, dim1 = _dim(dim0), _dim(dim1)
         return autograd.run_op(autograd.TransposeBackward, self, dim0=dim0, dim1=dim1)
 
     def permute(self, *axes):
@@ -923,6 +945,13 @@ def _axis(axis, dim):
             raise TypeError("give axis or dim, not both")
         return dim
     return axis
+
+
+def _dim(dim):
+    """``dim`` as an int; TypeError for a bool or a non-integer (PyTorch's rule for dims)."""
+    if isinstance(dim, bool):
+        raise TypeError(f"a dim must be an int, not bool ({dim})")
+    return operator.index(dim)
 
 
 def _axes_tuple(axis, ndim):

@@ -30,6 +30,8 @@ import re
 
 import numpy as np
 
+from tinytorch.core.serialization import open_regular, parse_json, write_atomically
+
 FORMAT_VERSION = 1
 MAX_FILE_BYTES = 64 * 2**20        # a tokenizer file larger than this is refused unread
 
@@ -85,16 +87,16 @@ class Tokenizer:
         kinds = {sub.kind: sub for sub in (CharTokenizer, BPETokenizer)}
         kind = data.get("type")
         if kind not in kinds:
-            raise ValueError(f"'type' must be one of {sorted(kinds)}, got {kind!r}")
+            raise ValueError(f"'type' must be one of {sorted(kinds)}, got {_short(kind)}")
         if cls is not Tokenizer and kind != cls.kind:
             raise ValueError(f"it holds a {kind!r} tokenizer, not a {cls.kind!r} one; load it "
                              f"with {kinds[kind].__name__}.load (or Tokenizer.load)")
         version = data.get("version")
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-            raise ValueError(f"'version' must be a positive integer, got {version!r}")
+            raise ValueError(f"'version' must be a positive integer, got {_short(version)}")
         if version > FORMAT_VERSION:
-            raise ValueError(f"written by a newer tinytorch (format version {version}; this one "
-                             f"reads up to {FORMAT_VERSION})")
+            raise ValueError(f"written by a newer tinytorch (format version {_short(version)}; "
+                             f"this one reads up to {FORMAT_VERSION})")
         return kinds[kind]._from_fields(data)
 
     def save(self, path):
@@ -106,11 +108,8 @@ class Tokenizer:
             text.encode("utf-8")
         except UnicodeEncodeError:   # lone surrogates have no UTF-8 form: escape them
             text = json.dumps(data, ensure_ascii=True, indent=1)
-        path = os.fspath(path)
-        partial = path + ".partial"
-        with open(partial, "w", encoding="utf-8") as f:
+        with write_atomically(path) as temporary, open(temporary, "w", encoding="utf-8") as f:
             f.write(text + "\n")
-        os.replace(partial, path)
 
     @classmethod
     def load(cls, path):
@@ -121,13 +120,13 @@ class Tokenizer:
         file and the problem (a missing file raises FileNotFoundError).
         """
         path = os.fspath(path)
-        with open(path, "rb") as f:
+        with open_regular(path, "tokenizer file") as f:
             raw = f.read(MAX_FILE_BYTES + 1)
         if len(raw) > MAX_FILE_BYTES:
             raise ValueError(f"{path}: larger than {MAX_FILE_BYTES} bytes; not a tokenizer file")
         try:
-            data = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+            data = parse_json(raw.decode("utf-8"))
+        except ValueError as error:             # UnicodeDecodeError is a ValueError too
             raise ValueError(f"{path}: not a tokenizer file (not UTF-8 JSON: {error})") from None
         try:
             return cls.from_dict(data)

@@ -452,14 +452,14 @@ class Trainer:
         return f"a {where} array has nan or inf"
 
 
-def read_checkpoint(path):
+def read_checkpoint(path, max_bytes=None):
     """Load a checkpoint written by :meth:`Trainer.save_checkpoint` as a dict.
 
     The file is untrusted input (see :func:`tinytorch.load`); besides, its entries must have the
     types a checkpoint has. Raises ValueError naming the file if it is not a readable tinytorch
-    checkpoint.
+    checkpoint, or (before reading its arrays) when they declare more than ``max_bytes`` bytes.
     """
-    checkpoint = serialization._load(path, "tinytorch checkpoint")
+    checkpoint = serialization._load(path, "tinytorch checkpoint", max_bytes)
     required = ("model", "optimizer", "epoch")
     if not isinstance(checkpoint, dict) or checkpoint.get("kind") != "checkpoint":
         raise ValueError(f"{path}: not a training checkpoint (a tinytorch file, but without "
