@@ -119,6 +119,7 @@ class CompiledFunction:
         self._cache = collections.OrderedDict()        # signature key -> _Replay or _Eager
         self._warned = set()
         self._dropped = 0                              # recordings dropped from a full cache
+        self._varied = set()                           # what differed: "shapes", "values"
         self.recordings = 0
         self.replays = 0
         self.record_seconds = []
@@ -185,14 +186,21 @@ class CompiledFunction:
             self._warn(entry.reason)
         self._cache[key] = entry
         if len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
+            dropped, _ = self._cache.popitem(last=False)
             self._dropped += 1
+            self._varied.add(_what_varied(dropped, key))
             if self._dropped > self.cache_size:
+                reasons = []
+                if "shapes" in self._varied:
+                    reasons.append(f"its Tensor arguments came in more shapes (or dtypes) than "
+                                   f"cache_size={self.cache_size} keeps: raise cache_size")
+                if "values" in self._varied:
+                    reasons.append("a NumPy array or Python number argument changed (they are "
+                                   "part of the signature by their values): pass a Tensor")
                 warnings.warn(
                     f"tinytorch.compile: {self.fn.__name__} was recorded {self.recordings} times "
-                    f"for as many signatures; it runs eagerly from now on. Is an argument new on "
-                    f"every call (a NumPy array or a Python number is part of the signature by its "
-                    f"value: pass a Tensor)?", RuntimeWarning, stacklevel=_user_frame())
+                    f"for as many signatures; it runs eagerly from now on. "
+                    f"{'; '.join(reasons)[:1].upper()}{'; '.join(reasons)[1:]}.", RuntimeWarning, stacklevel=_user_frame())
         return result
 
     def _warn(self, reason):
@@ -271,6 +279,17 @@ def _value_key(value, ids):
     except TypeError:
         return None
     return ("V", type(value).__name__, value)
+
+
+def _what_varied(old, new):
+    """``"shapes"`` if two signature keys differ in their Tensors' shapes, dtypes or
+    requires_grad only, else ``"values"`` (a NumPy array or other value argument)."""
+    if len(old) != len(new):
+        return "values"
+    for a, b in zip(old[1:], new[1:]):
+        if a != b and (isinstance(a[0], str) or isinstance(b[0], str)):
+            return "values"
+    return "shapes"
 
 
 def _tensors_in(value, found):
