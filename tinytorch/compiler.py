@@ -558,7 +558,8 @@ class _Recorder:
         leaves = [t for _, t in self.externals.values() if t.requires_grad]
         return _Replay(namespace["replay"], source, self.guards, flat, leaves,
                        [t for _, t in self.externals.values()], self.same_objects,
-                       [(m, m.training) for m in self.modules])
+                       [(m, m.training) for m in self.modules if _reads_training(m)],
+                       len(self.inputs))
 
     def _returned(self, value):
         if value is None:
@@ -660,6 +661,12 @@ def _selects_by_mask(key):
     if isinstance(key, tuple):
         return any(_selects_by_mask(k) for k in key)
     return isinstance(key, np.ndarray) and key.dtype == np.bool_ and key.ndim > 0
+
+
+def _reads_training(module):
+    """Whether a module's ``forward`` reads a ``training`` flag (dropout, batch norm...)."""
+    code = getattr(getattr(type(module), "forward", None), "__code__", None)
+    return code is None or "training" in code.co_names
 
 
 def _hyper_parameters(optimizers):
@@ -912,7 +919,7 @@ class _Replay:
     reads without taking them as arguments (checked before each replay)."""
 
     def __init__(self, function, source, guards, flat=False, leaves=(), externals=(),
-                 same_objects=(), modes=()):
+                 same_objects=(), modes=(), count=0):
         self.function, self.source = function, source
         self.flat = flat             # the arguments are the Tensors the replay takes, in order
         self.leaves = leaves         # the tensors from outside the replay delivers gradients to
@@ -922,19 +929,7 @@ class _Replay:
                        for t, shape, dtype, requires_grad in guards]
         self.guards_hold = _guard_function(self.guards, self._array_changed, modes)
 
-    def arguments_fit(self, tensors):
-        """Whether the argument Tensors stand in the relation to the tensors the replay reads
-        from outside that the recording's did: none of those, and the one it was where the
-        recording's was one (the function may read it by name too). O(arguments)."""
-        if self.external_ids:
-            external = self.external_ids
-            for t in tensors:
-                if id(t) in external:
-                    return False
-        for i, t in self.same_objects:
-            if tensors[i] is not t:
-                return False
-        return True
+        self.arguments_fit = _fit_function(self.external_ids, same_objects, count)
 
     def _array_changed(self, i):
         """Whether external tensor ``i``'s new array has the recorded shape and dtype (then it
@@ -945,6 +940,25 @@ class _Replay:
             return False
         guard[1] = t._data
         return True
+
+
+def _fit_function(external_ids, same_objects, count):
+    """``arguments_fit(tensors)``: whether the argument Tensors stand in the relation to the
+    tensors the replay reads from outside that the recording's did: none of those, and the
+    one it was where the recording's was one (the function may read it by name too).
+    O(arguments): one set lookup per argument, one ``is`` per such position."""
+    namespace = {"_external": external_ids}
+    tests = []
+    for i, t in same_objects:
+        namespace[f"s{i}"] = t
+        tests.append(f"T[{i}] is s{i}")
+    if external_ids:
+        tests.extend(f"id(T[{i}]) not in _external" for i in range(count))
+    if not tests:
+        return lambda tensors: True
+    source = "def arguments_fit(T):\n    return " + " and ".join(tests) + "\n"
+    exec(builtins.compile(source, "<tinytorch.compile guards>", "exec"), namespace)
+    return namespace["arguments_fit"]
 
 
 def _guard_function(guards, array_changed, modes=()):
