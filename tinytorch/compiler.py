@@ -31,16 +31,28 @@ arguments are read when the replay runs, so optimizer updates and ``p.data = ...
 calls are seen.
 
 Honest limits, as with ``jax.jit``: Python control flow that depends on tensor values, and any
-other Python state read while recording (a module's ``training`` flag, a Python number), is
-baked into the recording: compile train and eval steps separately. Operations a recording
-cannot replay are detected while recording; the function then runs eagerly for that signature
-(correct, just not faster), with a one-time warning naming the operation: reading values in
-Python (``.item()``, ``.numpy()``, ``.tolist()``, ``.data``, ``float(t)``, ``bool(t)``,
-printing a tensor, NumPy functions that are not operators), in-place edits of tensors, hooks,
-``retain_grad()``, random numbers drawn outside an op (``tt.randn`` inside the function),
-custom ``Function`` s, ``autograd.grad()``, ``create_graph``, anomaly mode, and returning
-anything but Tensors and ``None`` (nested in tuples, lists or dicts). Replayed results that
-are Tensors carry no graph (``grad_fn`` is None); call ``backward()`` inside the function.
+other Python state read while recording (a Python number from a global, an attribute of your
+own object), is baked into the recording; so are NumPy arrays turned into Tensors inside the
+function (copied when recording: later changes to the array are not seen) and a module
+attribute rebound to a new Tensor. Guarded per call, at a cost of the arguments and modules
+(never of the ops): the ``training`` flag of each module the function reaches by name whose
+``forward`` reads it (a change records again), arguments that are (or were, when recording)
+tensors the function reads by name, the same tensor passed twice, floats by their bits.
+Operations a recording cannot replay are detected while recording; the function then runs
+eagerly for that signature (correct, just not faster), with a one-time warning naming the
+operation: reading values in Python (``.item()``, ``.numpy()``, ``.tolist()``, ``.data``,
+``float(t)``, ``bool(t)``, printing a tensor, NumPy functions that are not operators),
+assigning ``t.data``, in-place edits of tensors, boolean-mask selection (``x[x > 0]``),
+reading ``p.grad`` as a value, a tensor made in the function that requires or receives a
+gradient (``tt.zeros(n, requires_grad=True)``, ``x.detach().requires_grad_()``), changing an
+optimizer's hyper-parameters inside the function, hooks, ``retain_grad()``, random numbers
+drawn outside an op (``tt.randn`` inside the function), custom ``Function`` s,
+``autograd.grad()``, ``create_graph``, and returning anything but Tensors and ``None``
+(nested in tuples, lists or dicts). A recorded function runs eagerly under anomaly mode, in a
+profiler block, while another compiled function records (it records these ops), and when a
+leaf it delivers gradients to has a hook. A recording belongs to its thread: other threads'
+ops run eagerly and stay out of it. Replayed results that are Tensors carry no graph
+(``grad_fn`` is None); call ``backward()`` inside the function.
 
 >>> model = tt.Sequential(tt.Linear(4, 8), tt.ReLU(), tt.Linear(8, 3))
 >>> optimizer = tt.SGD(model.parameters(), lr=0.1)
