@@ -431,8 +431,9 @@ def test_the_table_sorts_and_limits_rows():
     assert [line.split()[0] for line in rows][0] == "ReLUBackward" and saved[0] == 240
     with pytest.raises(ValueError, match="sort by one of"):
         prof.table(sort_by="cpu_time")
-    with pytest.raises(ValueError, match="row_limit"):
-        prof.table(row_limit=-1)
+    for bad in (-1, True, 2.0):
+        with pytest.raises(ValueError, match="row_limit"):
+            prof.table(row_limit=bad)
 
 
 def test_the_summary_totals_and_reads_as_a_sentence():
@@ -496,3 +497,21 @@ def test_without_a_block_the_engine_never_calls_the_profiler(monkeypatch):
     tt.CrossEntropyLoss()(model(x), y).backward()
     tt.autograd.grad((x * 1.0).sum() + (model(x) ** 2).sum(), model[0].weight)
     assert not recorder.state.active
+
+
+def test_backward_spans_merge_nested_passes_per_thread_and_locate_events():
+    """summary() finds the backward pass around each forward event by binary search in merged
+    spans (linear scans made it quadratic in the number of passes)."""
+    from types import SimpleNamespace
+
+    from tinytorch.profiler import _backward_spans, _inside, _union_length
+
+    walks = [(20, 25, 1), (0, 10, 1), (2, 3, 1), (9, 12, 1), (5, 6, 2)]
+    spans = _backward_spans(walks)
+    assert spans == {1: ([0, 20], [12, 25]), 2: ([5], [6])}
+    assert _union_length(spans) == 12 + 5 + 1
+    at = [(11, 1, True), (12, 1, True), (15, 1, False), (-1, 1, False), (5.5, 2, True),
+          (7, 2, False), (5.5, 3, False)]
+    for start, thread, expected in at:
+        event = SimpleNamespace(start=start, thread=thread)
+        assert _inside(event, spans) is expected, (start, thread)

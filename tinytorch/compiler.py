@@ -26,9 +26,9 @@ are copied in with shapes and types folded (``inlining.py``), a gradient for a l
 integer class targets are checked by their range only. Later calls with the same signature run
 that function on the new arguments' arrays: no Tensor or node objects, no heap, no per-edge
 checks; the call itself checks the signature and, in one generated expression, that the
-tensors read from outside kept their shapes, dtypes and ``requires_grad``. Parameters and other tensors the function reads but does not take as
-arguments are read when the replay runs, so optimizer updates and ``p.data = ...`` between
-calls are seen.
+tensors read from outside kept their shapes, dtypes and ``requires_grad``. Parameters and
+other tensors the function reads but does not take as arguments are read when the replay
+runs, so optimizer updates and ``p.data = ...`` between calls are seen.
 
 Honest limits, as with ``jax.jit``: Python control flow that depends on tensor values, and any
 other Python state read while recording (a Python number from a global, an attribute of your
@@ -353,8 +353,7 @@ class _Recorder:
         reachable_ids = {id(t) for t in tensors}
         self.same_objects = [(i, t) for i, t in enumerate(self.inputs) if id(t) in reachable_ids]
         self.lines = []
-        self.env = {"_asarray": np.asarray, "_unbroadcast": autograd.unbroadcast,
-                    "_deliver": _deliver, "Tensor": Tensor}
+        self.env = {"_asarray": np.asarray, "_deliver": _deliver, "Tensor": Tensor}
         self.names = {}              # id(Tensor or array) -> its name in the replay
         self.constants = {}          # id(constant) -> its name
         self.kept = []               # everything named, so that no id is reused while recording
@@ -979,7 +978,7 @@ def _guard_function(guards, array_changed, modes=()):
     one generated expression (an array already seen passes with one ``is``)."""
     if not guards and not modes:
         return lambda: True
-    namespace = {"_changed": array_changed, "_seen": [g[1] for g in guards]}
+    namespace = {"_seen": [g[1] for g in guards]}
     tests = []
     for i, (module, training) in enumerate(modes):
         namespace[f"m{i}"] = module

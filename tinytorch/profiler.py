@@ -33,6 +33,7 @@ What is counted (details in :mod:`tinytorch.core.profiler`):
   backward time.
 """
 
+import bisect
 import json
 import os
 import threading
@@ -107,7 +108,8 @@ class profile:
         """
         if sort_by not in SORT_KEYS:
             raise ValueError(f"table(sort_by={sort_by!r}): sort by one of {', '.join(SORT_KEYS)}")
-        if row_limit is not None and (not isinstance(row_limit, int) or row_limit < 0):
+        if row_limit is not None and (not isinstance(row_limit, int) or isinstance(row_limit, bool)
+                                      or row_limit < 0):
             raise ValueError(f"table(row_limit={row_limit!r}): give a number of rows >= 0, or None")
         rows = self.key_averages()
         total = OpStats("Total", *(sum(getattr(r, f) for r in rows) for f in _SUMMED))
@@ -130,11 +132,12 @@ class profile:
         walks = [(start - recording.origin, end - recording.origin, thread)
                  for start, end, thread in recording.walks]
         forward = [e for e in events if e.phase == "forward"]
-        forward_time = sum(e.duration for e in forward if not _inside(e, walks))
+        spans = _backward_spans(walks)
+        forward_time = sum(e.duration for e in forward if not _inside(e, spans))
         parameter_bytes, gradient_bytes = recording.memory.parameter_bytes()
         end = recording.closed_at if recording.closed_at is not None else _recorder.clock()
         return ProfileSummary(
-            forward_time=forward_time, backward_time=_union_length(walks),
+            forward_time=forward_time, backward_time=_union_length(spans),
             wall_time=end - recording.origin, parameter_bytes=parameter_bytes,
             gradient_bytes=gradient_bytes, saved_bytes=sum(e.saved_bytes for e in forward),
             peak_saved_bytes=recording.memory.peak, ops=len(forward),
@@ -316,26 +319,32 @@ def _thread_name(ident):
     return f"thread {ident}"
 
 
-def _inside(event, walks):
-    """Whether ``event`` ran inside a backward pass of its thread (create_graph rules)."""
-    return any(start <= event.start <= end and thread == event.thread
-               for start, end, thread in walks)
+def _backward_spans(walks):
+    """Per thread, the time the backward passes ``(start, end, thread)`` cover, as sorted
+    disjoint spans (a pass run from a hook inside another merges with it):
+    ``{thread: ([start, ...], [end, ...])}``."""
+    spans = {}
+    for start, end, thread in sorted(walks, key=lambda walk: (walk[2], walk[0])):
+        starts, ends = spans.setdefault(thread, ([], []))
+        if ends and start <= ends[-1]:
+            ends[-1] = max(ends[-1], end)
+        else:
+            starts.append(start)
+            ends.append(end)
+    return spans
 
 
-def _union_length(intervals):
-    """Total length covered by the (start, end, thread) intervals, per thread (a backward
-    pass run from a hook inside another counts once)."""
-    total = 0.0
-    for thread in {t for _, _, t in intervals}:
-        reach = None
-        for start, end, _ in sorted(i for i in intervals if i[2] == thread):
-            if reach is None or start > reach:
-                total += end - start
-                reach = end
-            elif end > reach:
-                total += end - reach
-                reach = end
-    return total
+def _inside(event, spans):
+    """Whether ``event`` ran inside a backward pass of its thread (create_graph rules); a
+    binary search in :func:`_backward_spans`."""
+    starts, ends = spans.get(event.thread, ((), ()))
+    i = bisect.bisect_right(starts, event.start) - 1
+    return i >= 0 and event.start <= ends[i]
+
+
+def _union_length(spans):
+    """Total time covered by the backward passes, per thread (see :func:`_backward_spans`)."""
+    return sum(end - start for starts, ends in spans.values() for start, end in zip(starts, ends))
 
 
 def __getattr__(name):
