@@ -16,7 +16,10 @@ from op_helpers import leaf, random_array, table_cases
 
 CASES = {name: (fn, arrays) for name, fn, arrays in table_cases()}
 # cases that a recording cannot replay: they must run eagerly, with a warning naming why
-EAGER_CASES = {"nn:custom_function": "custom Function", "nn:setitem": "in-place op"}
+EAGER_CASES = {"nn:custom_function": "custom Function", "nn:setitem": "in-place op",
+               **{f"index:{name}": "boolean mask" for name in (
+                   "bool_mask_first_axis", "bool_mask_after_slice", "bool_mask_tensor",
+                   "bool_list_mask")}}
 
 
 def _assert_same(actual, expected, what):

@@ -31,16 +31,28 @@ other tensors the function reads but does not take as arguments are read when th
 runs, so optimizer updates and ``p.data = ...`` between calls are seen.
 
 Honest limits, as with ``jax.jit``: Python control flow that depends on tensor values, and any
-other Python state read while recording (a module's ``training`` flag, a Python number), is
-baked into the recording: compile train and eval steps separately. Operations a recording
-cannot replay are detected while recording; the function then runs eagerly for that signature
-(correct, just not faster), with a one-time warning naming the operation: reading values in
-Python (``.item()``, ``.numpy()``, ``.tolist()``, ``.data``, ``float(t)``, ``bool(t)``,
-printing a tensor, NumPy functions that are not operators), in-place edits of tensors, hooks,
-``retain_grad()``, random numbers drawn outside an op (``tt.randn`` inside the function),
-custom ``Function`` s, ``autograd.grad()``, ``create_graph``, anomaly mode, and returning
-anything but Tensors and ``None`` (nested in tuples, lists or dicts). Replayed results that
-are Tensors carry no graph (``grad_fn`` is None); call ``backward()`` inside the function.
+other Python state read while recording (a Python number from a global, an attribute of your
+own object), is baked into the recording; so are NumPy arrays turned into Tensors inside the
+function (copied when recording: later changes to the array are not seen) and a module
+attribute rebound to a new Tensor. Guarded per call, at a cost of the arguments and modules
+(never of the ops): the ``training`` flag of each module the function reaches by name whose
+``forward`` reads it (a change records again), arguments that are (or were, when recording)
+tensors the function reads by name, the same tensor passed twice, floats by their bits.
+Operations a recording cannot replay are detected while recording; the function then runs
+eagerly for that signature (correct, just not faster), with a one-time warning naming the
+operation: reading values in Python (``.item()``, ``.numpy()``, ``.tolist()``, ``.data``,
+``float(t)``, ``bool(t)``, printing a tensor, NumPy functions that are not operators),
+assigning ``t.data``, in-place edits of tensors, boolean-mask selection (``x[x > 0]``),
+reading ``p.grad`` as a value, a tensor made in the function that requires or receives a
+gradient (``tt.zeros(n, requires_grad=True)``, ``x.detach().requires_grad_()``), changing an
+optimizer's hyper-parameters inside the function, hooks, ``retain_grad()``, random numbers
+drawn outside an op (``tt.randn`` inside the function), custom ``Function`` s,
+``autograd.grad()``, ``create_graph``, and returning anything but Tensors and ``None``
+(nested in tuples, lists or dicts). A recorded function runs eagerly under anomaly mode, in a
+profiler block, while another compiled function records (it records these ops), and when a
+leaf it delivers gradients to has a hook. A recording belongs to its thread: other threads'
+ops run eagerly and stay out of it. Replayed results that are Tensors carry no graph
+(``grad_fn`` is None); call ``backward()`` inside the function.
 
 >>> model = tt.Sequential(tt.Linear(4, 8), tt.ReLU(), tt.Linear(8, 3))
 >>> optimizer = tt.SGD(model.parameters(), lr=0.1)
@@ -62,18 +74,22 @@ import itertools
 import os
 import re
 import sys
+import threading
 import time
+import types
 import warnings
+import weakref
 
 import numpy as np
 
 from tinytorch import inlining
-from tinytorch.core import autograd, inplace, tracing
+from tinytorch.core import autograd, hooks as _hooks, inplace, tracing
 from tinytorch.core.functional import _class_indices
 from tinytorch.core.tensor import Tensor
 from tinytorch.core.grad_mode import state as _grad_mode
 from tinytorch.core.profiler import state as _profiler_state
-from tinytorch.core.tracing import state as _tracing
+from tinytorch.core.tracing import recording_here, state as _tracing
+from tinytorch.core.anomaly import state as _anomaly_state
 
 __all__ = ["compile", "CompiledFunction"]
 
@@ -115,6 +131,7 @@ class CompiledFunction:
         self._cache = collections.OrderedDict()        # signature key -> _Replay or _Eager
         self._warned = set()
         self._dropped = 0                              # recordings dropped from a full cache
+        self._varied = set()                           # what differed: "shapes", "values"
         self.recordings = 0
         self.replays = 0
         self.record_seconds = []
@@ -135,22 +152,42 @@ class CompiledFunction:
         if entry is not None:
             if len(cache) > 1:
                 cache.move_to_end(key)
-            if entry.__class__ is _Replay and entry.guards_hold() and not _profiler_state.active:
-                self.replays += 1
-                return entry.function(arguments if entry.flat else _tensors_in(arguments, []))
-            if entry.__class__ is _Eager:
+            if entry.__class__ is _Replay:
+                if (_tracing.recording or _anomaly_state.enabled or _profiler_state.active
+                        or _hooks.leaf_hooks):
+                    if self._runs_eagerly_now(entry, arguments):
+                        return self.fn(*args, **kwargs)
+                if entry.guards_hold():
+                    tensors = arguments if entry.flat else _tensors_in(arguments, [])
+                    if entry.arguments_fit(tensors):
+                        self.replays += 1
+                        return entry.function(tensors)
+            elif entry.__class__ is _Eager:
                 return self.fn(*args, **kwargs)
         return self._record(key, arguments, args, kwargs)
 
+    @staticmethod
+    def _runs_eagerly_now(entry, arguments):
+        """Whether a call that has a recording must still run eagerly: inside another compiled
+        function's recording (which must see its ops), in anomaly mode or a profiler block
+        (both watch the ops), or when a leaf the replay delivers to has a hook now."""
+        if recording_here() or _anomaly_state.enabled or _profiler_state.active:
+            return True
+        if _hooks.leaf_hooks:
+            hooked = _hooks.leaf_hooks
+            return any(id(t) in hooked for t in entry.leaves) or any(
+                id(t) in hooked for t in _tensors_in(arguments, []))
+        return False
+
     def _record(self, key, arguments, args, kwargs):
-        if (_tracing.recording or autograd._anomaly_state.enabled or _profiling()
+        if (_tracing.recording or _anomaly_state.enabled or _profiling()
                 or self._dropped > self.cache_size):
-            return self.fn(*args, **kwargs)            # nested, a mode that wants eager, thrashing
+            return self.fn(*args, **kwargs)   # nested or another thread records, eager modes, thrashing
         start = time.perf_counter()
-        recorder = _Recorder(arguments)
+        recorder = _Recorder(arguments, _reachable(self.fn))
         _tracing.recorder, _tracing.recording = recorder, True
         try:
-            with _reading_data_is_noted():
+            with _watching_tensors(recorder):
                 result = self.fn(*args, **kwargs)
         finally:
             _tracing.recording, _tracing.recorder = False, None
@@ -161,14 +198,21 @@ class CompiledFunction:
             self._warn(entry.reason)
         self._cache[key] = entry
         if len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
+            dropped, _ = self._cache.popitem(last=False)
             self._dropped += 1
+            self._varied.add(_what_varied(dropped, key))
             if self._dropped > self.cache_size:
+                reasons = []
+                if "shapes" in self._varied:
+                    reasons.append(f"its Tensor arguments came in more shapes (or dtypes) than "
+                                   f"cache_size={self.cache_size} keeps: raise cache_size")
+                if "values" in self._varied:
+                    reasons.append("a NumPy array or Python number argument changed (they are "
+                                   "part of the signature by their values): pass a Tensor")
                 warnings.warn(
                     f"tinytorch.compile: {self.fn.__name__} was recorded {self.recordings} times "
-                    f"for as many signatures; it runs eagerly from now on. Is an argument new on "
-                    f"every call (a NumPy array or a Python number is part of the signature by its "
-                    f"value: pass a Tensor)?", RuntimeWarning, stacklevel=_user_frame())
+                    f"for as many signatures; it runs eagerly from now on. "
+                    f"{'; '.join(reasons)[:1].upper()}{'; '.join(reasons)[1:]}.", RuntimeWarning, stacklevel=_user_frame())
         return result
 
     def _warn(self, reason):
@@ -204,28 +248,41 @@ def _profiling():
 
 def _signature_key(arguments):
     """What a recording depends on besides values: shapes, dtypes, requires_grad of the
-    Tensors, the other arguments' values, the grad mode. None when an argument is unhashable."""
+    Tensors, which Tensors (or arrays) are the same object, the other arguments' values, the
+    grad mode. None when an argument is unhashable."""
     parts = [_grad_mode.enabled]
+    ids = []
     for value in arguments:
         if value.__class__ is Tensor:                         # the common case, first
             data = value._data
             parts.append((data.shape, data.dtype, value.requires_grad))
+            ids.append(id(value))
+            ids.append(id(data))
             continue
-        part = _value_key(value)
+        part = _value_key(value, ids)
         if part is None:
             return None
         parts.append(part)
+    if len(ids) > 2 and len(set(ids)) != len(ids):           # aliases: the same tensor twice
+        first = {}
+        parts.append(("aliases", tuple(first.setdefault(i, n) for n, i in enumerate(ids))))
     return tuple(parts)
 
 
-def _value_key(value):
+def _value_key(value, ids):
     if isinstance(value, Tensor):
+        ids.append(id(value))
+        ids.append(id(value._data))
         return (value._data.shape, value._data.dtype, value.requires_grad)
+    if isinstance(value, (float, np.floating)):               # -0.0 is not 0.0, NaN is NaN
+        return ("F", type(value).__name__, float(value).hex())
+    if isinstance(value, (complex, np.complexfloating)):
+        return ("F", type(value).__name__, value.real.hex(), value.imag.hex())
     if isinstance(value, (tuple, list)):
-        parts = tuple(_value_key(v) for v in value)
+        parts = tuple(_value_key(v, ids) for v in value)
         return None if None in parts else (type(value).__name__, parts)
     if isinstance(value, dict):
-        parts = tuple((k, _value_key(v)) for k, v in value.items())
+        parts = tuple((k, _value_key(v, ids)) for k, v in value.items())
         return None if any(p is None for _, p in parts) else ("dict", parts)
     if isinstance(value, np.ndarray):
         return ("A", value.shape, value.dtype.str, value.tobytes())
@@ -234,6 +291,17 @@ def _value_key(value):
     except TypeError:
         return None
     return ("V", type(value).__name__, value)
+
+
+def _what_varied(old, new):
+    """``"shapes"`` if two signature keys differ in their Tensors' shapes, dtypes or
+    requires_grad only, else ``"values"`` (a NumPy array or other value argument)."""
+    if len(old) != len(new):
+        return "values"
+    for a, b in zip(old[1:], new[1:]):
+        if a != b and (isinstance(a[0], str) or isinstance(b[0], str)):
+            return "values"
+    return "shapes"
 
 
 def _tensors_in(value, found):
@@ -272,9 +340,18 @@ class _Recorder:
     ``K<n>``/``R<n>`` the ops' forward and gradient methods.
     """
 
-    def __init__(self, arguments):
+    def __init__(self, arguments, reachable=((), (), ())):
         self.inputs = _tensors_in(arguments, [])
         self.arguments = arguments
+        self.thread = threading.get_ident()     # the recording thread: others are not recorded
+        self.paused = 0              # > 0 inside a call replayed as a call
+        self.fresh = set()           # id(Tensor) made while recording (kept in fresh_objects)
+        self.fresh_objects = []
+        self.grad_reads = set()      # id(Tensor) the function got by reading some t.grad
+        tensors, self.modules, self.optimizers = reachable
+        self.hyper = _hyper_parameters(self.optimizers)
+        reachable_ids = {id(t) for t in tensors}
+        self.same_objects = [(i, t) for i, t in enumerate(self.inputs) if id(t) in reachable_ids]
         self.lines = []
         self.env = {"_asarray": np.asarray, "_deliver": _deliver, "Tensor": Tensor}
         self.names = {}              # id(Tensor or array) -> its name in the replay
@@ -310,11 +387,22 @@ class _Recorder:
             self.kept.append(value)
         return name
 
+    def listening(self):
+        """Whether what the engine reports now belongs to the recording: it runs in the
+        recording thread, outside a call replayed as a call."""
+        return not self.paused and threading.get_ident() == self.thread
+
     def _tensor(self, t):
         """The name of a Tensor object in the replay (an argument or an external)."""
         name = self.names.get(id(t))
         if name is not None and not name[0] in "vgt":
             return name
+        if id(t) in self.grad_reads:
+            self.cannot_replay("a gradient read from .grad inside the function (as a value)")
+        elif id(t) in self.fresh:
+            self.cannot_replay("a tensor made inside the function without an op that requires "
+                               "or receives a gradient (tt.zeros(..., requires_grad=True), "
+                               "detach().requires_grad_(), a new layer)")
         if id(t) not in self.externals:
             name = self._new("E")
             self.externals[id(t)] = (name, t)
@@ -325,9 +413,13 @@ class _Recorder:
 
     def _array_of(self, t):
         """The name of a Tensor's array in the replay."""
+        if id(t) in self.grad_reads:
+            return self._tensor(t)               # cannot be replayed
         name = self.names.get(id(t._data))
         if name is not None and (name in self.fresh_reads or not name.startswith("e")):
             return name
+        if id(t) in self.fresh and not t.requires_grad and id(t) not in self.grad_reads:
+            return self._constant(t._data)       # made in the function from constants
         tensor_name = self._tensor(t)
         if tensor_name.startswith("T["):
             return self.names[id(t._data)]
@@ -360,11 +452,15 @@ class _Recorder:
 
     # what the engine reports ---------------------------------------------------------------------
     def cannot_replay(self, operation):
-        if self.reason is None:
+        if self.reason is None and self.listening():
             self.reason = operation
 
     def record_op(self, node, inputs, params, result):
-        if self.reason is not None:
+        if self.reason is not None or not self.listening():
+            return
+        if _selects_by_mask(params.get("key")):
+            self.cannot_replay("indexing with a boolean mask (x[mask]: its shape depends on the "
+                               "values)")
             return
         try:
             values = [self._value(x) for x in inputs]
@@ -397,6 +493,7 @@ class _Recorder:
     def record_call(self, function, args, kwargs):
         """A call that changes state outside the graph (an optimizer's step...): replayed as a
         call, after which every external array is read again."""
+        self._check_hyper_parameters()
         if self.reason is not None:
             return
         name = self._new("F")
@@ -405,7 +502,25 @@ class _Recorder:
         self.fresh_reads.clear()
         self.no_grad_yet.clear()
 
+    def _check_hyper_parameters(self):
+        if self.optimizers and _hyper_parameters(self.optimizers) != self.hyper:
+            self.cannot_replay("a change of an optimizer's hyper-parameters (lr...) inside the "
+                               "function (change them between calls)")
+
+    def seed_cast(self, gradient, seed):
+        """backward(gradient) made its seed from ``gradient`` (a cast, an array of a list)."""
+        if self.reason is not None:
+            return
+        name = self._value(gradient)
+        cast = "" if np.asarray(gradient._data if isinstance(gradient, Tensor) else gradient
+                                ).dtype == seed.dtype else f".astype({self._constant(seed.dtype)})"
+        out = self._new("v")
+        self.lines.append(f"{out} = _asarray({name}){cast}")
+        self._name(seed, out)
+
     def grad_assigned(self, tensor, value):
+        if not self.listening():
+            return
         if value is not None:
             self.cannot_replay("an assignment to .grad")
         elif self.reason is None:
@@ -413,6 +528,8 @@ class _Recorder:
             self.no_grad_yet.add(id(tensor))
 
     def begin_backward(self, roots, seeds, retain_graph, create_graph, sink):
+        if not self.listening():
+            return
         if create_graph:
             self.cannot_replay("backward(create_graph=True)")
         if self.reason is not None:
@@ -421,19 +538,22 @@ class _Recorder:
         self.backward.seed(roots, seeds)
 
     def record_node(self, node, grad, input_grads):
-        if self.reason is None and self.backward is not None:
+        if self.reason is None and self.backward is not None and self.listening():
             try:
                 self.backward.node(node, grad, input_grads)
             except _CannotReplay as error:
                 self.cannot_replay(str(error))
 
     def end_backward(self, sink):
+        if not self.listening():
+            return
         if self.reason is None and self.backward is not None:
             self.backward.deliver()
         self.backward = None
 
     # the result ------------------------------------------------------------------------------
     def finish(self, result):
+        self._check_hyper_parameters()
         if self.reason is None:
             try:
                 returned = self._returned(result)
@@ -446,13 +566,20 @@ class _Recorder:
         namespace = dict(self.env)
         exec(builtins.compile(source, "<tinytorch.compile replay>", "exec"), namespace)
         flat = all(a.__class__ is Tensor for a in self.arguments)     # T is the arguments
-        return _Replay(namespace["replay"], source, self.guards, self.kept, flat)
+        leaves = [t for _, t in self.externals.values() if t.requires_grad]
+        return _Replay(namespace["replay"], source, self.guards, flat, leaves,
+                       [t for _, t in self.externals.values()], self.same_objects,
+                       [(m, m.training) for m in self.modules if _reads_training(m)],
+                       len(self.inputs))
 
     def _returned(self, value):
         if value is None:
             return "None"
         if isinstance(value, Tensor):
             name = self.names.get(id(value))
+            if (name is None and id(value) in self.fresh and not value.requires_grad
+                    and id(value) not in self.grad_reads):
+                return f"Tensor._make({self._array_of(value)}.copy())"
             if name is None:
                 name = self._tensor(value)
             if name.startswith("v"):
@@ -466,29 +593,145 @@ class _Recorder:
         raise _CannotReplay(f"returning a {type(value).__name__} (return Tensors or None)")
 
 
-_SWAPPED_DATA = []
+def _from_user_code(depth=2):
+    """Whether the caller ``depth`` frames up is outside the tinytorch package."""
+    return not sys._getframe(depth).f_globals.get("__name__", "").startswith("tinytorch.")
 
 
-class _reading_data_is_noted:
-    """While recording, ``t.data`` read by the user's code (not tinytorch's) is noted."""
+class _watching_tensors:
+    """While recording, what the engine does not report is watched on the Tensor class:
+    ``t.data`` read or assigned by the user's code (not tinytorch's), ``t.grad`` read by it,
+    every Tensor made (so that one made in the function without an op is not taken for a
+    tensor from outside), and the seed ``backward(gradient)`` makes from its argument."""
+
+    def __init__(self, recorder):
+        self.recorder = recorder
 
     def __enter__(self):
-        original = Tensor.__dict__["data"]
+        recorder = self.recorder
+        self.saved = {name: Tensor.__dict__[name] for name in ("data", "grad", "_make", "__init__")}
+        self.seed_gradient = autograd._seed_gradient
+        data, grad = self.saved["data"], self.saved["grad"]
+        make, init = self.saved["_make"].__func__, self.saved["__init__"]
+        fresh, fresh_objects, grad_reads = (recorder.fresh, recorder.fresh_objects,
+                                            recorder.grad_reads)
 
-        def read(tensor):
-            caller = sys._getframe(1).f_globals.get("__name__", "")
-            if not caller.startswith("tinytorch."):
-                tracing.note("t.data (a tensor's values)")
+        def read_data(tensor):
+            if _from_user_code() and recorder.listening():
+                recorder.cannot_replay("t.data (a tensor's values)")
             return tensor._data
 
-        _SWAPPED_DATA.append(original)
-        Tensor.data = property(read, original.fset, doc=original.__doc__)
+        def write_data(tensor, value):
+            if _from_user_code() and recorder.listening():
+                recorder.cannot_replay("t.data = ... (replacing a tensor's values)")
+            data.fset(tensor, value)
+
+        def read_grad(tensor):
+            value = tensor._grad
+            if value is not None and _from_user_code() and recorder.listening():
+                grad_reads.add(id(value))
+                fresh_objects.append(value)
+            return value
+
+        def made(tensor):
+            if recorder.listening():
+                fresh.add(id(tensor))
+                fresh_objects.append(tensor)
+
+        def new_make(cls, array, grad_fn=None):
+            tensor = make(cls, array, grad_fn)
+            made(tensor)
+            return tensor
+
+        def new_init(tensor, *args, **kwargs):
+            init(tensor, *args, **kwargs)
+            made(tensor)
+
+        def seed_gradient(tensor, gradient, create_graph=False):
+            seed = self.seed_gradient(tensor, gradient, create_graph)
+            if (gradient is not None and not create_graph and recorder.listening()
+                    and seed is not (gradient._data if isinstance(gradient, Tensor) else gradient)):
+                recorder.seed_cast(gradient, seed)
+            return seed
+
+        Tensor.data = property(read_data, write_data, doc=data.__doc__)
+        Tensor.grad = property(read_grad, grad.fset, doc=grad.__doc__)
+        Tensor._make = classmethod(new_make)
+        Tensor.__init__ = new_init
+        autograd._seed_gradient = seed_gradient
 
     def __exit__(self, *exc_info):
-        Tensor.data = _SWAPPED_DATA.pop()
+        for name, value in self.saved.items():
+            setattr(Tensor, name, value)
+        autograd._seed_gradient = self.seed_gradient
         return False
 
 
+def _selects_by_mask(key):
+    """Whether an index key holds a boolean mask (the result's shape depends on its values)."""
+    if isinstance(key, tuple):
+        return any(_selects_by_mask(k) for k in key)
+    return isinstance(key, np.ndarray) and key.dtype == np.bool_ and key.ndim > 0
+
+
+def _reads_training(module):
+    """Whether a module's ``forward`` reads a ``training`` flag (dropout, batch norm...)."""
+    code = getattr(getattr(type(module), "forward", None), "__code__", None)
+    return code is None or "training" in code.co_names
+
+
+def _hyper_parameters(optimizers):
+    """The optimizers' hyper-parameters (each group's entries but its parameters)."""
+    return [[(k, v) for k, v in group.items() if k != "params"]
+            for optimizer in optimizers for group in optimizer.param_groups]
+
+
+def _reachable(fn):
+    """``(tensors, modules, optimizers)`` that ``fn`` can read by name: through its closure,
+    the globals its code names and its ``self``, one level deep, then into the Modules'
+    parameters and buffers and the optimizers' parameters. A recording guards on these: an
+    argument that is one of them must be it again, a module's ``training`` flag must not
+    change, an optimizer's hyper-parameters must not change inside the function."""
+    from tinytorch.core.layers import Module
+    from tinytorch.core.optimizers import Optimizer
+    objects = []
+    function = getattr(fn, "__func__", fn)
+    owner = getattr(fn, "__self__", None)
+    if owner is not None:
+        objects.append(owner)
+        objects.extend(getattr(owner, "__dict__", {}).values())
+    code, names = getattr(function, "__code__", None), getattr(function, "__globals__", {})
+    codes = [code] if code is not None else []
+    while codes:
+        code = codes.pop()
+        objects.extend(names[n] for n in code.co_names if n in names)
+        codes.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
+    for cell in getattr(function, "__closure__", None) or ():
+        try:
+            objects.append(cell.cell_contents)
+        except ValueError:
+            pass
+    tensors, modules, optimizers, seen = [], [], [], set()
+    for obj in objects:
+        items = list(obj.values()) if isinstance(obj, dict) and len(obj) < 256 else (
+            list(obj) if isinstance(obj, (list, tuple)) and len(obj) < 256 else [obj])
+        for item in items:
+            if id(item) in seen:
+                continue
+            seen.add(id(item))
+            if isinstance(item, Tensor):
+                tensors.append(item)
+            elif isinstance(item, Module):
+                for m in item.modules():
+                    if id(m) not in seen or m is item:
+                        seen.add(id(m))
+                        modules.append(m)
+                tensors.extend(item.parameters())
+                tensors.extend(b for _, b in item.named_buffers() if isinstance(b, Tensor))
+            elif isinstance(item, Optimizer):
+                optimizers.append(item)
+                tensors.extend(p for g in item.param_groups for p in g["params"])
+    return tensors, modules, optimizers
 
 
 class _WalkRecord:
@@ -581,6 +824,9 @@ class _WalkRecord:
 
     def deliver(self):
         for leaf, name, owned in self.totals.values():
+            if _hooks.leaf_hooks and id(leaf) in _hooks.leaf_hooks:
+                self.r.cannot_replay("a hook on a leaf tensor (register_hook)")
+                return
             tensor = self.r._tensor(leaf)
             if id(leaf) in self.r.no_grad_yet:         # .grad is None: _deliver would wrap it
                 self.r.no_grad_yet.discard(id(leaf))
@@ -683,12 +929,18 @@ class _Replay:
     """A recording: the replay function, its source, and what it assumed of the tensors it
     reads without taking them as arguments (checked before each replay)."""
 
-    def __init__(self, function, source, guards, kept, flat=False):
-        self.function, self.source, self.kept = function, source, kept
+    def __init__(self, function, source, guards, flat=False, leaves=(), externals=(),
+                 same_objects=(), modes=(), count=0):
+        self.function, self.source = function, source
         self.flat = flat             # the arguments are the Tensors the replay takes, in order
+        self.leaves = leaves         # the tensors from outside the replay delivers gradients to
+        self.external_ids = frozenset(id(t) for t in externals)
+        self.same_objects = same_objects     # (i, tensor): argument i must be that tensor
         self.guards = [[t, t._data, shape, dtype, requires_grad]
                        for t, shape, dtype, requires_grad in guards]
-        self.guards_hold = _guard_function(self.guards, self._array_changed)
+        self.guards_hold = _guard_function(self.guards, self._array_changed, modes)
+
+        self.arguments_fit = _fit_function(self.external_ids, same_objects, count)
 
     def _array_changed(self, i):
         """Whether external tensor ``i``'s new array has the recorded shape and dtype (then it
@@ -701,13 +953,36 @@ class _Replay:
         return True
 
 
-def _guard_function(guards, array_changed):
+def _fit_function(external_ids, same_objects, count):
+    """``arguments_fit(tensors)``: whether the argument Tensors stand in the relation to the
+    tensors the replay reads from outside that the recording's did: none of those, and the
+    one it was where the recording's was one (the function may read it by name too).
+    O(arguments): one set lookup per argument, one ``is`` per such position."""
+    namespace = {"_external": external_ids}
+    tests = []
+    for i, t in same_objects:
+        namespace[f"s{i}"] = t
+        tests.append(f"T[{i}] is s{i}")
+    if external_ids:
+        tests.extend(f"id(T[{i}]) not in _external" for i in range(count))
+    if not tests:
+        return lambda tensors: True
+    source = "def arguments_fit(T):\n    return " + " and ".join(tests) + "\n"
+    exec(builtins.compile(source, "<tinytorch.compile guards>", "exec"), namespace)
+    return namespace["arguments_fit"]
+
+
+def _guard_function(guards, array_changed, modes=()):
     """``guards_hold()``: whether each external tensor still has its recorded shape, dtype and
-    requires_grad, as one generated expression (an array already seen passes with one ``is``)."""
-    if not guards:
+    requires_grad, and each module the function can reach its recorded ``training`` flag, as
+    one generated expression (an array already seen passes with one ``is``)."""
+    if not guards and not modes:
         return lambda: True
     namespace = {"_seen": [g[1] for g in guards]}
     tests = []
+    for i, (module, training) in enumerate(modes):
+        namespace[f"m{i}"] = module
+        tests.append(f"m{i}.training is {training!r}")
     for i, (t, _, _, _, requires_grad) in enumerate(guards):
         namespace[f"t{i}"] = t
         tests.append(f"(t{i}._data is _seen[{i}] or _record({i})) "

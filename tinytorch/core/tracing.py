@@ -4,6 +4,10 @@ While ``state.recording`` is true, the engine tells ``state.recorder`` about eve
 and every node backward runs, and the operations a recording cannot replay (reading a
 tensor's values in Python, in-place edits, hooks...) report themselves with :func:`note`. The
 engine pays one attribute check per op and per node for this; nothing else when not recording.
+
+A recording belongs to the thread that started it: ``state.recording`` is one process-wide
+flag (the engine's cheap check), and the recorder ignores what other threads report
+(``recorder.listening()``), so their ops run eagerly and stay out of the recording.
 """
 
 import functools
@@ -24,6 +28,12 @@ def note(operation):
         state.recorder.cannot_replay(operation)
 
 
+def recording_here():
+    """Whether this thread is recording a function now (ops it runs go into the recording)."""
+    recorder = state.recorder
+    return state.recording and recorder is not None and recorder.listening()
+
+
 def replayed_as_a_call(function):
     """Decorate a function or method that changes state outside the graph (an optimizer's
     ``step`` and ``zero_grad``, ``clip_grad_norm``): a recording keeps it as one call, which the
@@ -32,13 +42,16 @@ def replayed_as_a_call(function):
     def wrapper(*args, **kwargs):
         if not state.recording:
             return function(*args, **kwargs)
-        state.recorder.record_call(function, args, kwargs)
-        state.recording = False
+        recorder = state.recorder
+        if recorder is None or not recorder.listening():
+            return function(*args, **kwargs)
+        recorder.record_call(function, args, kwargs)
+        recorder.paused += 1
         try:
             return function(*args, **kwargs)
         finally:
-            state.recording = True
+            recorder.paused -= 1
     return wrapper
 
 
-__all__ = ["note", "replayed_as_a_call"]
+__all__ = ["note", "recording_here", "replayed_as_a_call"]

@@ -250,16 +250,26 @@ class Trainer:
         if self._compiled_step is None:
             from tinytorch.compiler import compile
             self._compiled_step = compile(self._step)
-        # integer arrays (token ids, class indices) as Tensors, which every op takes as it takes
-        # the arrays: a recording is keyed by a Tensor's shape but by an array's values
-        inputs, targets = (Tensor(a, dtype=a.dtype)
-                           if isinstance(a, np.ndarray) and a.dtype.kind in "iub" else a
+        # NumPy batches as Tensors, which every op takes as it takes the arrays: a recording is
+        # keyed by a Tensor's shape but by an array's values. Integers (token ids, class
+        # indices) keep their dtype; floats take the parameters' dtype, as an op on a parameter
+        # converts an array operand to it
+        inputs, targets = (self._batch_tensor(a) if isinstance(a, np.ndarray) else a
                            for a in (inputs, targets))
         outputs, loss = self._compiled_step(inputs, targets, weighted)
         value = loss.item()
         if self.check_finite and not math.isfinite(value):
             raise self._diverged(batch, f"the loss is {value}")
         return outputs, value
+
+    def _batch_tensor(self, array):
+        if array.dtype.kind in "iub":
+            return Tensor(array, dtype=array.dtype)
+        if array.dtype.kind != "f":
+            return array
+        parameters = getattr(self.model, "parameters", None)
+        floats = [p for p in parameters() if p.dtype.kind == "f"] if callable(parameters) else []
+        return Tensor(array, dtype=floats[0].dtype if floats else None)
 
     def _step(self, inputs, targets, weighted):
         """Forward, loss and backward of one batch: the step ``compile=True`` records."""
