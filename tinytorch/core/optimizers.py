@@ -116,11 +116,14 @@ class Optimizer:
         saved the old values), and ``step_count`` counts the steps.
         """
         name = f"{type(self).__name__}.step()"
+        update, state = self.update, self.state
         for group in self.param_groups:
             for p in group["params"]:
-                if p.grad is None:
+                grad = p._grad
+                if grad is None:
                     continue
-                self.update(p, _grad(p), group, self.state.setdefault(p, {}))
+                update(p, grad._data if grad.__class__ is Tensor else _grad(p), group,
+                       state.setdefault(p, {}))
                 note_inplace(p, name)
         self.step_count += 1
 
@@ -238,7 +241,8 @@ class SGD(Optimizer):
                 buf *= momentum
                 buf += (1 - group["dampening"]) * g
             g = g + momentum * buf if group["nesterov"] else buf
-        param.data -= group["lr"] * g
+        values = param._data                 # (in place: what ``param.data -= ...`` does)
+        values -= group["lr"] * g
 
 
 class Adam(Optimizer):
