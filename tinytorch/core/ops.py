@@ -421,34 +421,13 @@ class ReLUBackward(Function):
 
     def __init__(self, input_tensor):
         super().__init__(input_tensor)
-        self.output_data = _relu(_raw(input_tensor))
+        self.output_data = np.maximum(_raw(input_tensor), 0)
 
     def forward(self, x):
-        return _relu(x)
+        return np.maximum(x, 0)
 
     def gradient(self, grad, x, out):
         return (_select(_raw(out) != 0, grad),)
-
-
-_zeros_like_cache = {}     # (shape, strides, dtype) -> read-only zeros laid out the same way
-
-
-def _relu(x):
-    """``np.maximum(x, 0)``, the same numbers (NaN stays NaN, -0.0 gives 0.0), faster on large
-    float arrays: NumPy's ``maximum`` with a scalar runs a loop several times slower than with
-    an array of the same layout (NumPy 2.4, measured on LeNet-5's first ReLU, 221,184 float32
-    in a batch-innermost layout: 125 µs, against 50 µs), so those get a cached read-only array
-    of zeros (one per layout, at most 8 kept)."""
-    if x.size < 16384 or x.dtype.kind != "f":
-        return np.maximum(x, 0)
-    key = (x.shape, x.strides, x.dtype)
-    zeros = _zeros_like_cache.get(key)
-    if zeros is None:
-        if len(_zeros_like_cache) >= 8:
-            _zeros_like_cache.clear()
-        zeros = _zeros_like_cache[key] = np.zeros_like(x)
-        zeros.flags.writeable = False
-    return np.maximum(x, zeros)
 
 
 class SinBackward(Function):
