@@ -496,29 +496,3 @@ def test_a_small_cnn_learns_and_switches_modes():
     with tt.no_grad():
         a, b = model(Tensor(x[:4])), model(Tensor(x[:4]))
     np.testing.assert_array_equal(a.data, b.data)       # eval: running statistics, deterministic
-
-
-# ----- the weight gradient's array ----------------------------------------------------------------
-
-@pytest.mark.parametrize("groups", [1, 2])
-def test_conv2d_weight_gradient_becomes_grad_without_a_copy(groups):
-    """The rule writes dL/dw into an array of w's shape that it owns, so backward (and a
-    compiled replay) adopts it as ``w.grad`` instead of copying a reshaped view."""
-    rng = np.random.default_rng(0)
-    x = Tensor(rng.standard_normal((3, 4, 6, 6)).astype(np.float32))
-    w = Tensor(rng.standard_normal((6, 4 // groups, 3, 3)).astype(np.float32), requires_grad=True)
-
-    def step(x):
-        conv2d(x, w, groups=groups).sum().backward()
-
-    compiled = tt.compile(step)
-    compiled(x)
-    delivery = [line.strip() for line in compiled.code(x).splitlines() if "E0" in line
-                and ("_deliver(" in line or "_grad =" in line)]
-    assert delivery, compiled.code(x)
-    assert all(".copy()" not in line and not line.endswith("False)") for line in delivery), delivery
-    eager_grad = w.grad.data.copy()
-    w.grad = None
-    compiled(x)                                           # the replay
-    assert w.grad.data.base is None and w.grad.data.flags.c_contiguous
-    np.testing.assert_array_equal(w.grad.data, eager_grad)

@@ -263,14 +263,9 @@ def _conv_input_grad(grad, weight, window, groups, c):
 
 
 def _conv_weight_grad(grad, cols, weight_shape, groups):
-    """dL/dw for y = conv2d(x, w) on arrays: ``grad @ cols^T`` per group, from x's columns.
-
-    The product is written into an array of the weight's shape, which the result owns (a
-    reshaped view of it would be copied again before it becomes the weight's ``.grad``)."""
-    rows, cols = _grouped(_rows(grad), groups), _grouped(cols, groups).transpose(0, 2, 1)
-    out = np.empty(weight_shape, np.result_type(rows, cols))
-    np.matmul(rows, cols, out=out.reshape(groups, rows.shape[1], cols.shape[2]))
-    return out
+    """dL/dw for y = conv2d(x, w) on arrays: ``grad @ cols^T`` per group, from x's columns."""
+    g = np.matmul(_grouped(_rows(grad), groups), _grouped(cols, groups).transpose(0, 2, 1))
+    return g.reshape(weight_shape)
 
 
 # ----- convolution --------------------------------------------------------------------------------
