@@ -382,3 +382,130 @@ def test_trainer_compile_takes_float_numpy_batches_as_tensors():
         assert not [w for w in caught if "tinytorch.compile" in str(w.message)]
     assert histories[0] == histories[1]
     assert trainer._compiled_step.recordings == 1
+
+
+# ----- a second review: models reached indirectly, values of replayed calls, KV caches --------
+
+class _Holder:
+    def __init__(self, model):
+        self.model = model
+
+
+def _model_with_dropout():
+    tt.manual_seed(0)
+    return tt.Sequential(tt.Linear(4, 4), tt.Dropout(0.5), tt.Linear(4, 1))
+
+
+@pytest.mark.parametrize("reach", ["helper function", "attribute", "dict of lists"])
+def test_eval_on_a_model_reached_indirectly_records_again(reach):
+    model = _model_with_dropout()
+    holder, table = _Holder(model), {"blocks": [model]}
+
+    def predict(x):
+        return model(x)
+    use = {"helper function": lambda x: predict(x),
+           "attribute": lambda x: holder.model(x),
+           "dict of lists": lambda x: table["blocks"][0](x)}[reach]
+    compiled = tt.compile(lambda x: use(x).sum())
+    x = _t(np.ones((8, 4)))
+    compiled(x)                                      # recorded in train mode
+    model.eval()
+    _same(compiled(x), model(x).sum())
+
+
+def test_a_module_reading_training_outside_forward_is_guarded():
+    class Net(tt.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = tt.Linear(4, 4)
+
+        def forward(self, x):
+            return self._drop(self.fc(x))
+
+        def _drop(self, h):
+            return tt.functional.dropout(h, 0.5, self.training)
+    tt.manual_seed(0)
+    net = Net()
+    compiled = tt.compile(lambda x: net(x).sum())
+    x = _t(np.ones((8, 4)))
+    compiled(x)
+    net.eval()
+    _same(compiled(x), net(x).sum())
+
+
+def test_a_parameter_reached_through_an_attribute_and_passed_as_an_argument_is_guarded():
+    tt.manual_seed(0)
+    holder = _Holder(tt.Linear(3, 1))
+
+    def f(w, x):
+        return (holder.model.weight * w * x).sum()
+    compiled = tt.compile(f)
+    x = _t(np.ones((1, 3)))
+    compiled(holder.model.weight, x)                 # recorded with w the weight itself
+    other = tt.Linear(3, 1).weight                   # the same signature, another tensor
+    _same(compiled(other, x), f(other, x))
+
+
+def test_the_value_clip_grad_norm_returns_is_not_replayed_when_used():
+    tt.manual_seed(0)
+    model = tt.Linear(3, 1)
+
+    def step(x):
+        model.zero_grad()
+        loss = (model(x) ** 2).sum()
+        loss.backward()
+        norm = tt.clip_grad_norm(model.parameters(), 1e9)
+        return loss, tt.Tensor(np.float32(norm))
+    compiled = tt.compile(step)
+    rng = np.random.default_rng(0)
+    batches = [_t(rng.standard_normal((4, 3))) for _ in range(3)]
+    with pytest.warns(RuntimeWarning, match="the value clip_grad_norm returns"):
+        compiled(batches[0])
+    for x in batches[1:]:
+        got = compiled(x)
+        _same(got[1], step(x)[1])
+
+
+def test_an_iterator_of_parameters_given_to_clip_grad_norm_runs_eagerly():
+    import itertools
+    tt.manual_seed(0)
+    a, b = tt.Linear(3, 3), tt.Linear(3, 1)
+    a2, b2 = tt.Linear(3, 3), tt.Linear(3, 1)
+    a2.load_state_dict(a.state_dict())
+    b2.load_state_dict(b.state_dict())
+
+    def make_step(first, second):
+        optimizer = tt.SGD(first.parameters() + second.parameters(), lr=0.5)
+
+        def step(x):
+            optimizer.zero_grad()
+            loss = (second(first(x)) ** 2).sum()
+            loss.backward()
+            tt.clip_grad_norm(itertools.chain(first.parameters(), second.parameters()), 0.01)
+            optimizer.step()
+            return loss
+        return step
+    compiled, eager = tt.compile(make_step(a, b)), make_step(a2, b2)
+    x = _t(np.ones((2, 3)))
+    with pytest.warns(RuntimeWarning, match="an iterator passed to clip_grad_norm"):
+        compiled(x)
+    eager(x)
+    for _ in range(2):
+        compiled(x)
+        eager(x)
+    _same(a.weight, a2.weight)
+
+
+def test_generation_with_a_kv_cache_runs_eagerly():
+    from tinytorch.core.transformer import GPT, KVCache
+    tt.manual_seed(0)
+    model = GPT(vocab_size=11, embed_dim=8, num_layers=1, num_heads=2, max_seq_len=16)
+    model.eval()
+    cache, eager_cache = KVCache(1), KVCache(1)
+    compiled = tt.compile(lambda tokens, kv: model(tokens, cache=kv))
+    with tt.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for token in [1, 4, 2, 7]:
+            tokens = tt.Tensor(np.array([[token]]), dtype=np.int64)
+            _same(compiled(tokens, cache), model(tokens, cache=eager_cache))
+    assert cache.length == eager_cache.length == 4

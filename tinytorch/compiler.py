@@ -675,9 +675,26 @@ def _selects_by_mask(key):
 
 
 def _reads_training(module):
-    """Whether a module's ``forward`` reads a ``training`` flag (dropout, batch norm...)."""
-    code = getattr(getattr(type(module), "forward", None), "__code__", None)
-    return code is None or "training" in code.co_names
+    """Whether a module's own code reads a ``training`` flag (dropout, batch norm...): its
+    ``forward`` or any method its class defines (``Module``'s own ``train``/``eval`` aside)."""
+    from tinytorch.core.layers import Module
+    for klass in type(module).__mro__:
+        if klass is Module or klass is object:
+            continue
+        for value in vars(klass).values():
+            code = getattr(getattr(value, "__func__", value), "__code__", None)
+            if code is not None and "training" in _names_in(code):
+                return True
+    return False
+
+
+def _names_in(code):
+    """The global and attribute names ``code`` and the functions nested in it use."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _names_in(const)
+    return names
 
 
 def _hyper_parameters(optimizers):
@@ -686,52 +703,62 @@ def _hyper_parameters(optimizers):
             for optimizer in optimizers for group in optimizer.param_groups]
 
 
-def _reachable(fn):
+def _reachable(fn, depth=4):
     """``(tensors, modules, optimizers)`` that ``fn`` can read by name: through its closure,
-    the globals its code names and its ``self``, one level deep, then into the Modules'
-    parameters and buffers and the optimizers' parameters. A recording guards on these: an
-    argument that is one of them must be it again, a module's ``training`` flag must not
-    change, an optimizer's hyper-parameters must not change inside the function."""
+    the globals its code names and its ``self``, then the same for the functions those are,
+    the items of lists, tuples and dicts and the attributes of other objects, up to ``depth``
+    steps; then into the Modules' parameters and buffers and the optimizers' parameters. A
+    recording guards on these: an argument that is one of them must be it again, a module's
+    ``training`` flag must not change, an optimizer's hyper-parameters must not change inside
+    the function."""
     from tinytorch.core.layers import Module
     from tinytorch.core.optimizers import Optimizer
-    objects = []
-    function = getattr(fn, "__func__", fn)
-    owner = getattr(fn, "__self__", None)
-    if owner is not None:
-        objects.append(owner)
-        objects.extend(getattr(owner, "__dict__", {}).values())
-    code, names = getattr(function, "__code__", None), getattr(function, "__globals__", {})
-    codes = [code] if code is not None else []
-    while codes:
-        code = codes.pop()
-        objects.extend(names[n] for n in code.co_names if n in names)
-        codes.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
-    for cell in getattr(function, "__closure__", None) or ():
-        try:
-            objects.append(cell.cell_contents)
-        except ValueError:
-            pass
     tensors, modules, optimizers, seen = [], [], [], set()
-    for obj in objects:
-        items = list(obj.values()) if isinstance(obj, dict) and len(obj) < 256 else (
-            list(obj) if isinstance(obj, (list, tuple)) and len(obj) < 256 else [obj])
-        for item in items:
-            if id(item) in seen:
-                continue
-            seen.add(id(item))
-            if isinstance(item, Tensor):
-                tensors.append(item)
-            elif isinstance(item, Module):
-                for m in item.modules():
-                    if id(m) not in seen or m is item:
-                        seen.add(id(m))
-                        modules.append(m)
-                tensors.extend(item.parameters())
-                tensors.extend(b for _, b in item.named_buffers() if isinstance(b, Tensor))
-            elif isinstance(item, Optimizer):
-                optimizers.append(item)
-                tensors.extend(p for g in item.param_groups for p in g["params"])
+    frontier = [(fn, 0)]
+    while frontier:
+        obj, level = frontier.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, Tensor):
+            tensors.append(obj)
+        elif isinstance(obj, Module):
+            for m in obj.modules():
+                if id(m) not in seen or m is obj:
+                    seen.add(id(m))
+                    modules.append(m)
+            tensors.extend(obj.parameters())
+            tensors.extend(b for _, b in obj.named_buffers() if isinstance(b, Tensor))
+        elif isinstance(obj, Optimizer):
+            optimizers.append(obj)
+            tensors.extend(p for g in obj.param_groups for p in g["params"])
+        elif level < depth:
+            frontier.extend((child, level + 1) for child in _named_by(obj))
     return tensors, modules, optimizers
+
+
+def _named_by(obj):
+    """What ``obj`` gives access to by name: a function's closure and the globals its code
+    names, a bound method's ``self`` and function, a small container's items, another object's
+    attributes (not those of modules, classes or NumPy arrays)."""
+    if isinstance(obj, (types.FunctionType, types.MethodType)):
+        function = getattr(obj, "__func__", obj)
+        found = [getattr(obj, "__self__", None)]
+        names, code = function.__globals__, function.__code__
+        found += [names[n] for n in _names_in(code) if n in names]
+        for cell in function.__closure__ or ():
+            try:
+                found.append(cell.cell_contents)
+            except ValueError:                      # a cell not yet filled
+                pass
+        return found
+    if isinstance(obj, dict):
+        return list(obj.values()) if len(obj) < 256 else []
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return list(obj) if len(obj) < 256 else []
+    if isinstance(obj, (types.ModuleType, type, np.ndarray)) or not hasattr(obj, "__dict__"):
+        return []
+    return list(vars(obj).values())
 
 
 class _WalkRecord:

@@ -10,7 +10,10 @@ flag (the engine's cheap check), and the recorder ignores what other threads rep
 (``recorder.listening()``), so their ops run eagerly and stay out of the recording.
 """
 
+import collections.abc
+import dis
 import functools
+import sys
 
 
 class _TracingState:
@@ -45,13 +48,31 @@ def replayed_as_a_call(function):
         recorder = state.recorder
         if recorder is None or not recorder.listening():
             return function(*args, **kwargs)
+        name = function.__qualname__
+        if any(isinstance(a, collections.abc.Iterator) for a in (*args, *kwargs.values())):
+            recorder.cannot_replay(f"an iterator passed to {name} (a replay would find it used "
+                                   f"up; pass a list)")
         recorder.record_call(function, args, kwargs)
         recorder.paused += 1
         try:
-            return function(*args, **kwargs)
+            result = function(*args, **kwargs)
         finally:
             recorder.paused -= 1
+        if result is not None and not _discarded(sys._getframe(1)):
+            recorder.cannot_replay(f"the value {name} returns (a replay would return the "
+                                   f"recording's value)")
+        return result
     return wrapper
+
+
+def _discarded(frame):
+    """Whether the call ``frame`` is making throws its result away (a statement such as
+    ``clip_grad_norm(...)`` alone on its line): the next bytecode instruction pops it.
+    (``f_lasti`` is the call's offset, or that of its last inline cache entry.)"""
+    for instruction in dis.get_instructions(frame.f_code):
+        if instruction.offset > frame.f_lasti:
+            return instruction.opname == "POP_TOP"
+    return False
 
 
 __all__ = ["note", "recording_here", "replayed_as_a_call"]

@@ -34,6 +34,7 @@ from tinytorch.core.functional import layer_norm
 from tinytorch.core.layers import Dropout, Linear, Module
 from tinytorch.core.ops import EmbeddingBackward
 from tinytorch.core.tensor import Tensor, concatenate, get_default_dtype, get_rng
+from tinytorch.core.tracing import note
 
 __all__ = ["create_causal_mask", "LayerNorm", "MLP", "TransformerBlock", "GPT", "KVCache"]
 
@@ -186,6 +187,7 @@ class KVCache:
     def update(self, layer, keys, values):
         """Append ``keys`` and ``values`` (Tensors ``(B, H, T, D/H)``) to ``layer``; return all of
         that layer's keys and values, ``(B, H, length + T, D/H)`` each."""
+        note("KVCache.update (a cache kept in NumPy arrays, updated in place)")
         self._check_layer(layer)
         past, new = self.lengths[layer], keys.shape[2]
         stored = self.keys[layer]
