@@ -17,8 +17,9 @@ import pytest
 
 import tinytorch as tt
 from tinytorch.core import profiler as recorder
-from tinytorch.core.autograd import Function
 from tinytorch.profiler import format_bytes, format_time, profile
+
+from op_helpers import Cube
 
 F32 = 4          # bytes per float32
 I64 = 8
@@ -250,17 +251,6 @@ def test_create_graph_rules_are_recorded_as_ops_of_the_backward_pass():
 
 
 def test_a_custom_function_is_one_op_and_its_inner_ops_are_part_of_it():
-    class Cube(Function):
-        @staticmethod
-        def forward(ctx, x):
-            ctx.save_for_backward(x)
-            return x * x * x
-
-        @staticmethod
-        def backward(ctx, grad):
-            (x,) = ctx.saved_tensors
-            return grad * 3 * x * x
-
     x = tt.Tensor(np.array([2.0], np.float32), requires_grad=True)
     with profile() as prof:
         y = Cube.apply(x * 1.0)
