@@ -47,6 +47,20 @@ def one_line_error(stderr, prefix="tinytorch"):
     return line
 
 
+def overflow_adam_at(monkeypatch, step_count):
+    """Make Adam's second moment overflow (one entry set to inf) right after step
+    ``step_count``: training must stop there as diverged."""
+    from tinytorch.core.optimizers import Adam
+
+    step = Adam.step
+
+    def overflowing_step(self):
+        step(self)
+        if self.step_count == step_count:
+            self.state[self.params[0]]["exp_avg_sq"][0, 0] = float("inf")
+    monkeypatch.setattr(Adam, "step", overflowing_step)
+
+
 def strict_json(path):
     """Parse ``path`` as standard JSON (NaN and Infinity are not JSON)."""
     def refuse(constant):

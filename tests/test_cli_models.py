@@ -12,7 +12,8 @@ import time
 import numpy as np
 import pytest
 
-from cli_helpers import cli_env, command, one_line_error, run_cli, start_cli, strict_json
+from cli_helpers import (cli_env, command, one_line_error, overflow_adam_at, run_cli,
+                         start_cli, strict_json)
 from tinytorch.cli import main
 from tinytorch.core.training import read_checkpoint
 
@@ -478,15 +479,7 @@ def test_diverging_gpt_training_stops_with_one_line_and_keeps_nothing_unsaved(tm
 
 
 def test_gpt_divergence_after_two_evaluations_keeps_the_last_one(tmp_path, capsys, monkeypatch):
-    from tinytorch.core.optimizers import Adam
-
-    step = Adam.step
-
-    def overflowing_step(self):               # the second moment overflows at step 25
-        step(self)
-        if self.step_count == 25:
-            self.state[self.params[0]]["exp_avg_sq"][0, 0] = np.inf
-    monkeypatch.setattr(Adam, "step", overflowing_step)
+    overflow_adam_at(monkeypatch, 25)
     out = tmp_path / "run"
     assert main(["train", *GPT, "--steps", "100", "--eval-interval", "10",
                  "--out", str(out)]) == 1

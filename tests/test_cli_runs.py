@@ -9,7 +9,8 @@ import threading
 import numpy as np
 import pytest
 
-from cli_helpers import cli_env, command, one_line_error, run_cli, start_cli, strict_json
+from cli_helpers import (cli_env, command, one_line_error, overflow_adam_at, run_cli,
+                         start_cli, strict_json)
 from tinytorch.cli import main
 from tinytorch.cli.runs import RunFolder, deferred_interrupt, write_json
 from tinytorch.core.training import read_checkpoint
@@ -178,15 +179,7 @@ def test_diverging_training_stops_with_one_line_and_status_1(tmp_path):
 
 
 def test_divergence_after_two_epochs_keeps_their_checkpoint(tmp_path, capsys, monkeypatch):
-    from tinytorch.core.optimizers import Adam
-
-    step = Adam.step
-
-    def overflowing_step(self):               # the second moment overflows at step 50
-        step(self)
-        if self.step_count == 50:
-            self.state[self.params[0]]["exp_avg_sq"][0, 0] = np.inf
-    monkeypatch.setattr(Adam, "step", overflowing_step)
+    overflow_adam_at(monkeypatch, 50)
     out = tmp_path / "run"
     assert main(["train", "--dataset", "moons", "--hidden", "8", "--out", str(out)]) == 1
     line = one_line_error(capsys.readouterr().err, "tinytorch: error:")
