@@ -78,12 +78,11 @@ import threading
 import time
 import types
 import warnings
-import weakref
 
 import numpy as np
 
 from tinytorch import inlining
-from tinytorch.core import autograd, hooks as _hooks, inplace, tracing
+from tinytorch.core import autograd, hooks as _hooks, inplace
 from tinytorch.core.functional import _class_indices
 from tinytorch.core.tensor import Tensor
 from tinytorch.core.grad_mode import state as _grad_mode

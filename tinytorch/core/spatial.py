@@ -19,7 +19,7 @@ import numpy as np
 from tinytorch.core import init
 from tinytorch.core.layers import Module, _check_size
 from tinytorch.core.spatial_ops import (
-    _avg_pool2d, _batch_norm, _check_images, _conv2d, _max_pool2d, _pair,
+    _avg_pool2d, _batch_norm, _conv2d, _max_pool2d, _pair,
 )
 from tinytorch.core.tensor import Tensor, get_default_dtype
 

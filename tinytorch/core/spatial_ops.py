@@ -25,7 +25,6 @@ weight): with ``create_graph=True`` the gradient rules run these ops on Tensors,
 gradients of any order follow. Pooling and batch norm rules likewise run on Tensors.
 """
 
-import math
 import numbers
 
 import numpy as np
