@@ -65,7 +65,7 @@ commands:
 
 def train(args):
     """Train a model of kind --model, print progress and the result, write the run's files."""
-    from tinytorch.cli.runs import RunFolder, stop_reason, stop_status
+    from tinytorch.cli.runs import RUN_FILES, RunFolder, stop_reason, stop_status
     from tinytorch.core.training import DivergenceError
 
     kind = KINDS[args.model]
@@ -85,7 +85,7 @@ def train(args):
         raise Stopped(1, f"output closed, training stopped; {run.where()}") from None
     finally:
         run.close()
-    print(f"wrote {', '.join(sorted(run.written, key=_RUN_ORDER.index))} to {run.path}")
+    print(f"wrote {', '.join(sorted(run.written, key=RUN_FILES.index))} to {run.path}")
     return 0
 
 
@@ -201,9 +201,6 @@ def demo(args):
 
 # ----- helpers ----------------------------------------------------------------------------------
 
-_RUN_ORDER = ["model.npz", "history.json", "curves.png"]
-
-
 class Stopped(Exception):
     """A command stopped early: exit with ``status`` after printing ``message`` on stderr."""
 
@@ -242,7 +239,7 @@ def _train_options():
                              f"{'' if o.kind is str else '; ' + o.expected}"
                              f" (default: {o.default_text})" for o, users in variants)
             option = Option(name, option.kind, None, help, choices=choices,
-                            default_text="per model, above", metavar=option.metavar)
+                            metavar=option.metavar)
         options[name] = option
     return options
 
@@ -460,7 +457,6 @@ class _CommandParser(_Parser):
 
 def build_parser():
     from tinytorch import __version__
-    from tinytorch.datasets import DATASETS
 
     parser = _Parser(prog="tinytorch", description=DESCRIPTION,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -549,7 +545,7 @@ def build_parser():
                         f".{', .'.join(GRAPH_FORMATS[:-2])} (rendered by Graphviz) or .dot, .gv "
                         f"(DOT text); missing folders are created (default: graph.svg)")
     p.add_argument("--dataset", type=str, default=None,
-                   choices=list(dict.fromkeys([*DATASETS, *_train_options()["dataset"].choices])),
+                   choices=_train_options()["dataset"].choices,
                    help="data the loss is computed on (default: the model's, as for 'train')")
     Option("hidden", int, 128, "units in each of the two hidden layers (mlp only)",
            low=1, high=4096).add_to(p, unset=True)

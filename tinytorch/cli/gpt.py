@@ -213,8 +213,9 @@ class GPTKind(ModelKind):
                   f"{time.perf_counter() - start:6.1f}s", flush=True)
             losses, line_start = [], time.perf_counter()
 
-        final = validation_loss(model, data.val, T, B, all_windows(data.val, T))
-        characters = len(all_windows(data.val, T)) * T
+        windows = all_windows(data.val, T)
+        final = validation_loss(model, data.val, T, B, windows)
+        characters = len(windows) * T
         tokens = model.generate(data.tokenizer.encode(SAMPLE["prompt"]), SAMPLE["tokens"],
                                 temperature=SAMPLE["temperature"], top_k=SAMPLE["top_k"],
                                 seed=SAMPLE["seed"])
