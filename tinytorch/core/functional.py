@@ -12,8 +12,9 @@ so inputs of +-1e4 give exact, finite values and gradients.
 >>> loss.backward()                            # d/dlogits = softmax - one_hot = [[0, 0, 0]]
 
 The loss functions take ``reduction='mean' | 'sum' | 'none'`` ('none' returns one loss per
-element, or per sample for cross-entropy). Targets are constants of the graph, except in
-:func:`mse_loss`, where a target that requires grad gets its gradient too.
+element, or per sample for cross-entropy). Cross-entropy's class targets are constants of the
+graph; in :func:`mse_loss` and the binary cross-entropies a target that requires grad gets its
+gradient too.
 """
 
 import functools
@@ -414,7 +415,8 @@ class LayerNormBackward(Function):
 
     With g = dL/dy and gh = g w, averaging over the normalised axes:
     dL/dx = (gh - mean(gh) - xhat mean(gh xhat)) / sqrt(var + eps),
-    dL/dw = g xhat and dL/db = g (summed over the other axes by the engine).
+    dL/dw = g xhat and dL/db = g, summed over the other axes (by
+    ``_layer_norm_gradients_array`` where it applies, otherwise by the engine).
     """
     __slots__ = ("axes", "eps", "xhat", "inv_std")
 

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tinytorch.core.inplace import _storage
+
 
 class _ProfilerState:
     """``active`` is True while at least one profile block records (read by ``run_op``)."""
@@ -341,13 +343,6 @@ def _is_parameter_tensor(value):
     """A leaf tensor that requires grad (tensors are recognised by their ``_data`` array)."""
     return (isinstance(getattr(value, "_data", None), np.ndarray) and value.grad_fn is None
             and value.requires_grad)
-
-
-def _storage(array):
-    """The array owning ``array``'s memory (views, reshapes and broadcasts share it)."""
-    while isinstance(array.base, np.ndarray):
-        array = array.base
-    return array
 
 
 def _distinct_bytes(arrays):

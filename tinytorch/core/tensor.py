@@ -862,7 +862,8 @@ class Tensor:
 
     def _starts_inplace(self, other, symbol):
         """True when an in-place op must be recorded; a leaf that requires grad refuses."""
-        note(f"the in-place op {symbol}")
+        if _tracing.recording:
+            note(f"the in-place op {symbol}")
         recording = is_grad_enabled() and (
             self.requires_grad or (isinstance(other, Tensor) and other.requires_grad))
         if recording and self.grad_fn is None and self.requires_grad:
