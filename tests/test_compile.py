@@ -501,3 +501,13 @@ def test_the_inliners_tree_copy_equals_the_tree_for_every_op_method():
         assert ast.dump(copy, include_attributes=True) == ast.dump(tree, include_attributes=True)
         assert copy is not tree and all(a is not b for a, b in zip(ast.walk(copy), ast.walk(tree))
                                         if isinstance(a, ast.AST))
+
+
+def test_code_binds_defaults_as_a_call_does():
+    def f(x, scale=2.0):
+        return x * scale
+    compiled = tt.compile(f)
+    x = tt.Tensor([1.0, 2.0])
+    compiled(x)
+    compiled(x)
+    assert compiled.code(x) is not None and compiled.code(x) == compiled.code(x, 2.0)

@@ -136,12 +136,7 @@ class CompiledFunction:
         self.record_seconds = []
 
     def __call__(self, *args, **kwargs):
-        if kwargs or len(args) != self._positional:        # defaults and keywords: bind them
-            bound = self._signature.bind(*args, **kwargs)
-            bound.apply_defaults()
-            arguments = tuple(bound.arguments.values())
-        else:
-            arguments = args
+        arguments = self._arguments(args, kwargs)
         key = _signature_key(arguments)
         if key is None:
             self._warn("an argument that is neither a Tensor nor a hashable value")
@@ -179,7 +174,7 @@ class CompiledFunction:
         return False
 
     def _record(self, key, arguments, args, kwargs):
-        if (_tracing.recording or _anomaly_state.enabled or _profiling()
+        if (_tracing.recording or _anomaly_state.enabled or _profiler_state.active
                 or self._dropped > self.cache_size):
             return self.fn(*args, **kwargs)   # nested or another thread records, eager modes, thrashing
         start = time.perf_counter()
@@ -223,9 +218,16 @@ class CompiledFunction:
 
     def code(self, *args, **kwargs):
         """The source of the replay for these arguments' signature (None if it runs eagerly)."""
-        bound = self._signature.bind(*args, **kwargs)
-        entry = self._cache.get(_signature_key(tuple(bound.arguments.values())))
+        entry = self._cache.get(_signature_key(self._arguments(args, kwargs)))
         return entry.source if isinstance(entry, _Replay) else None
+
+    def _arguments(self, args, kwargs):
+        """Every parameter's value, in order (keywords and defaults bound)."""
+        if not kwargs and len(args) == self._positional:
+            return args
+        bound = self._signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return tuple(bound.arguments.values())
 
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
@@ -238,11 +240,6 @@ def _user_frame():
     while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
         frame, level = frame.f_back, level + 1
     return level
-
-
-def _profiling():
-    """Whether a tinytorch.profiler block is open: it sees ops, so the step runs eagerly."""
-    return _profiler_state.active
 
 
 def _signature_key(arguments):
@@ -773,7 +770,6 @@ class _WalkRecord:
         self.sink = sink
         self.pending = {}            # node -> name of its summed gradient so far
         self.totals = {}             # id(leaf) -> [leaf, name of its total, owned]
-        self.grad_names = {}         # id(grad array) -> name, for the node's incoming gradient
 
     def seed(self, roots, seeds):
         for root, grad in zip(roots, seeds):

@@ -270,15 +270,14 @@ class Adam(Optimizer):
     def update(self, param, grad, group, state):
         lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
         beta1, beta2 = group["betas"]
-        g = grad
+        g, values = grad, param._data
         if weight_decay != 0:
             if self.decoupled_weight_decay:
-                param.data *= 1 - lr * weight_decay
+                values *= 1 - lr * weight_decay
             else:
-                g = g + weight_decay * param.data
+                g = g + weight_decay * values
         if not state:
-            state.update(step=0, exp_avg=np.zeros_like(param.data),
-                         exp_avg_sq=np.zeros_like(param.data))
+            state.update(step=0, exp_avg=np.zeros_like(values), exp_avg_sq=np.zeros_like(values))
         state["step"] += 1
         m, v, t = state["exp_avg"], state["exp_avg_sq"], state["step"]
         m *= beta1
@@ -287,7 +286,7 @@ class Adam(Optimizer):
         v += (1 - beta2) * (g * g)
         step_size = lr / (1 - beta1 ** t)
         denom = np.sqrt(v) / math.sqrt(1 - beta2 ** t) + eps
-        param.data -= step_size * (m / denom)
+        values -= step_size * (m / denom)
 
 
 class AdamW(Adam):

@@ -1,4 +1,4 @@
-"""The switch ``tinytorch.compile`` turns on while it records a function (see compile.py).
+"""The switch ``tinytorch.compile`` turns on while it records a function (see compiler.py).
 
 While ``state.recording`` is true, the engine tells ``state.recorder`` about every op it runs
 and every node backward runs, and the operations a recording cannot replay (reading a

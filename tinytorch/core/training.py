@@ -138,9 +138,10 @@ class Trainer:
     """Runs training epochs, evaluation, learning-rate schedules and checkpoints for a model.
 
     ``Trainer(model, optimizer, loss_fn, scheduler=None, grad_clip_norm=None,
-    check_finite=True)``. ``model`` maps inputs to outputs (a Module, or any object with
-    ``forward`` and ``parameters()``), ``loss_fn(outputs, targets)`` returns a one-element
-    Tensor, and ``scheduler.get_lr(epoch)`` sets the learning rate at the start of each epoch.
+    check_finite=True, compile=False)``. ``model`` maps inputs to outputs (a Module, or any
+    object with ``forward`` and ``parameters()``), ``loss_fn(outputs, targets)`` returns a
+    one-element Tensor, and ``scheduler.get_lr(epoch)`` sets the learning rate at the start of
+    each epoch.
     Data loaders yield ``(inputs, targets)``.
 
     With ``check_finite`` (the default), training stops with :class:`DivergenceError` at the
@@ -481,7 +482,7 @@ def read_checkpoint(path, max_bytes=None):
         value = checkpoint.get(key, 0)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"{path}: the checkpoint's '{key}' must be an integer >= 0, "
-                             f"got {_short(value)}")
+                             f"got {serialization._short(value)}")
     model = checkpoint["model"]
     if not isinstance(model, dict) or not all(
             isinstance(k, str) and isinstance(v, (Tensor, np.ndarray)) for k, v in model.items()):
@@ -489,14 +490,8 @@ def read_checkpoint(path, max_bytes=None):
     for key in ("optimizer", "history", "metadata"):
         if not isinstance(checkpoint.get(key), (dict, type(None))):
             raise ValueError(f"{path}: the checkpoint's '{key}' must be a dict, got "
-                             f"{_short(checkpoint[key])}")
+                             f"{serialization._short(checkpoint[key])}")
     return checkpoint
-
-
-def _short(value, limit=40):
-    """repr(value), cut to ``limit`` characters (values from files may be huge)."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _parameters(optimizer, model):
