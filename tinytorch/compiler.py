@@ -360,7 +360,7 @@ class _Recorder:
         self.no_grad_yet = set()     # id(Tensor) whose ._grad the replay has just set to None
         self.reason = None
         self.backward = None         # the walk being recorded
-        self.inliner = inlining.Inliner(self._constant, Tensor)
+        self.inliner = inlining.Inliner(self._constant)
         for i, t in enumerate(self.inputs):
             self._name(t, f"T[{i}]")
             self._name(t._data, f"a{i}")

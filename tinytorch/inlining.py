@@ -7,9 +7,10 @@ replay instead, with what the recording already knows filled in:
 
 - the arguments' names replace the parameters (``return a + b`` becomes ``v7 = v3 + v5``);
 - ``self.<attr>`` holding an immutable value (``needs_input_grad``, an ``axis``, a
-  ``reduction``) becomes that value; so do an argument's ``ndim``, ``shape``, ``size`` and
-  ``dtype``, ``len()`` of it and ``isinstance()`` tests on it, since a recording holds for one
-  signature of shapes and types only (a replay works on arrays, never on Tensors);
+  ``reduction``) becomes that value; so do an argument's ``ndim``, ``shape`` and ``size``
+  (not its ``dtype``, which stays an object), ``len()`` of it and ``isinstance()`` tests on
+  it, since a recording holds for one signature of shapes and types only (a replay works on
+  arrays, never on Tensors);
 - conditional expressions and ``if`` statements whose test has become a constant keep only
   the branch taken, and ``try`` keeps its body (a replay never fails where its recording ran);
   ``x is None`` on an argument is a constant too, and so is ``len()`` of a constant;
@@ -39,7 +40,7 @@ import types
 import numpy as np
 
 _FOLDABLE = (bool, int, float, str, type(None))
-_ARRAY_FACTS = ("ndim", "shape", "size", "dtype")
+_ARRAY_FACTS = ("ndim", "shape", "size")
 
 
 class NotInlinable(Exception):
@@ -80,8 +81,8 @@ class Inliner:
     kind of method once. ``name_of(value)`` gives the replay's name for a global a method uses.
     """
 
-    def __init__(self, name_of, tensor_class):
-        self.name_of, self.tensor_class = name_of, tensor_class
+    def __init__(self, name_of):
+        self.name_of = name_of
         self.templates = {}          # (function, argument names) -> [(facts, template)]
         self.count = itertools.count()
 
@@ -133,8 +134,7 @@ class Inliner:
                 if default is None:
                     raise NotInlinable(f"missing {name}")
                 bindings[name] = _copy_tree(default)
-        rewriter = _Rewriter(node, bindings, known, values, function.__globals__, self.name_of,
-                             self.tensor_class)
+        rewriter = _Rewriter(node, bindings, known, values, function.__globals__, self.name_of)
         lines, result = rewriter.statements(definition.body)
         if result is None:
             raise NotInlinable("no return")
@@ -262,9 +262,9 @@ class _Rewriter(ast.NodeTransformer):
     for an attribute of the op, ``("arg", param, fact)`` for an argument's shape, type...
     """
 
-    def __init__(self, node, bindings, known, values, module_globals, name_of, tensor_class):
+    def __init__(self, node, bindings, known, values, module_globals, name_of):
         self.node, self.bindings, self.known, self.values = node, bindings, known, values
-        self.module_globals, self.name_of, self.tensor_class = module_globals, name_of, tensor_class
+        self.module_globals, self.name_of = module_globals, name_of
         self.locals = set()
         self.facts = {}
         self.resolved = {}           # replay name -> object, for globals already renamed
@@ -384,8 +384,7 @@ class _Rewriter(ast.NodeTransformer):
         owner = self.visit(node.value)
         where, value = self._argument_value(owner)
         if where is not None and node.attr in _ARRAY_FACTS and hasattr(value, node.attr):
-            if node.attr != "dtype":                           # a dtype stays an object
-                return self._fold(("arg", where, node.attr), getattr(value, node.attr))
+            return self._fold(("arg", where, node.attr), getattr(value, node.attr))
         return ast.Attribute(owner, node.attr, node.ctx)
 
     def visit_Call(self, node):
